@@ -14,6 +14,7 @@ setup(
         "websockets>=12",
         "ujson>=5.9",
         "libipld>=3.0",
+        "cbrrr>=1.1",
         "setproctitle>=1.3",
         "prometheus-client>=0.19",
         "sdnotify>=0.3",

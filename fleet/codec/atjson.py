@@ -1,0 +1,39 @@
+"""Records as atproto JSON, byte for byte as the official AppView stores ``record.json``.
+
+DAG-CBOR is decoded with cbrrr in its atjson mode, which keeps the CBOR tag 42 distinction:
+CID links become ``{"$link": "bafy..."}`` and byte strings ``{"$bytes": "<base64>"}``
+(libipld returns both as ``bytes``). Key order is the DAG-CBOR order the decoder returns;
+keys are never sorted. Dumped with ujson without ASCII or ``/`` escaping, this equals the
+official text for every record of both corpora.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cbrrr
+import ujson
+
+
+class RecordDecodeError(ValueError):
+    """A record block is not valid DAG-CBOR or not a JSON object."""
+
+
+def decode_record(raw: bytes) -> dict[str, Any]:
+    """DAG-CBOR record bytes -> atproto-JSON dict (``$link``/``$bytes`` kept apart)."""
+    try:
+        obj = cbrrr.decode_dag_cbor(raw, atjson_mode=True)
+    except Exception as e:  # cbrrr raises CbrrrDecodeError, ValueError, EOFError...
+        raise RecordDecodeError(str(e) or type(e).__name__) from None
+    if not isinstance(obj, dict):
+        raise RecordDecodeError("record is not a map")
+    return obj
+
+
+def dumps(obj: Any) -> str:
+    """The canonical text of a record (what ``record.json`` holds)."""
+    return ujson.dumps(obj, ensure_ascii=False, escape_forward_slashes=False)
+
+
+def loads(text: str | bytes) -> Any:
+    return ujson.loads(text)
