@@ -15,6 +15,7 @@ setup(
         "ujson>=5.9",
         "libipld>=3.0",
         "cbrrr>=1.1",
+        "aiohttp>=3.9",
         "setproctitle>=1.3",
         "prometheus-client>=0.19",
         "sdnotify>=0.3",
