@@ -49,3 +49,22 @@ def indexer_streams(shard: int, shard_count: int) -> list[str]:
         shard_stream(FIREHOSE_LIVE, shard, shard_count),
         shard_stream(FIREHOSE_BACKFILL, shard, shard_count),
     ]
+
+
+# Backfill bookkeeping (written by the listRepos discovery and the fetchers, read by lag.py).
+BACKFILL_STATS = "backfill:stats"  # hash: queued, done, failed, gone, records, skipped_pages
+
+
+def listrepos_cursor_key(host: str) -> str:
+    """Last listRepos cursor whose page is durably queued for ``host``."""
+    return f"{REPO_BACKFILL}:cursor:{strip_scheme(host)}"
+
+
+def listrepos_done_key(host: str) -> str:
+    """Set (to the finish time) once listRepos of ``host`` has been paged to the end."""
+    return f"{REPO_BACKFILL}:done:{strip_scheme(host)}"
+
+
+def listrepos_skipped_key(host: str) -> str:
+    """Stream of skipped listRepos ranges for ``host`` (cursor, error, attempts): re-tryable."""
+    return f"{REPO_BACKFILL}:skipped:{strip_scheme(host)}"
