@@ -16,6 +16,7 @@ setup(
         "libipld>=3.0",
         "cbrrr>=1.1",
         "aiohttp>=3.9",
+        "cryptography>=41",
         "setproctitle>=1.3",
         "prometheus-client>=0.19",
         "sdnotify>=0.3",
