@@ -61,7 +61,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"-- {area}: {time.monotonic() - t0:.1f}s")
     os.makedirs(os.path.dirname(a.out), exist_ok=True)
     with open(a.out, "w") as f:
-        json.dump({"machine": machine(), "results": results, "failed": failed}, f, indent=2)
+        json.dump(results, f, indent=2)
+    with open(os.path.join(os.path.dirname(a.out), "machine.json"), "w") as f:
+        json.dump({**machine(), "failed": failed}, f, indent=2)
+    print(f"machine: {machine()}")
     print(f"wrote {a.out}")
     return 1 if failed else 0
 
