@@ -172,6 +172,7 @@ SETTINGS: list[Setting] = [
     Setting("INDEXER_BATCH_WAIT_MS", _int(0), "100", "block time of XREADGROUP when the stream is empty"),
     Setting("INDEXER_MAX_DELIVERIES", _int(1), "5", "deliveries after which an entry goes to the dead-letter stream"),
     Setting("INDEXER_RESOLVE_HANDLES", _bool, "true", "resolve and verify handles on #identity/#account"),
+    Setting("INDEXER_SELF_HEAL", _bool, "true", "rewind a consumer group whose waiting entries it can no longer deliver (see fleet/indexer/groupcheck.py)"),
 ]
 
 _BY_ENV = {s.env: s for s in SETTINGS}
