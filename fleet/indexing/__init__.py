@@ -1,0 +1,140 @@
+"""The indexing facade: a batch of stream events -> AppView rows, in one transaction.
+
+    indexer = Indexer(IndexingContext(cfg=cfg, redis=r, resolver=res, log=log, shards=[3]))
+    async with conn.transaction():          # the runtime's batch transaction
+        failed = await indexer.apply_batch(conn, events)
+    # failed: [(index, exception)] of events rolled back to their savepoint; the rest applied
+
+Events are the stream event dicts of ``fleet.codec.firehose`` (create, update, delete,
+account, identity, sync, repo) and of ``label_live`` (``{"type": "label", ...}``).
+
+A batch is applied in one savepoint with no per-event savepoints (the fast path). If anything
+in it fails, that savepoint is rolled back and the batch is applied again one event per
+savepoint, so a poison event fails alone and its neighbours stay applied. Aggregate deltas and
+notifications are collected per event and written once at the end of the batch.
+
+Record events go through their collection's plugin (``plugins``) via ``processor``; every
+event also goes to ``actors.on_event`` (actor rows, ``actor_sync``, account status, handles),
+label events to ``labels.apply_label``. A ``#account`` event with status ``deleted`` unindexes
+the account (``unindex``). Records their lexicon rejects are skipped, as the official indexer
+does (counted, not failures).
+
+Metrics: ``rsky_indexer_events_total{kind,result}``, ``rsky_indexer_batch_fallbacks_total``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Callable, Optional
+
+from prometheus_client import Counter
+
+from .context import IndexingContext
+from .plugin import InvalidRecord
+from .plugins import registry
+from .processor import Effects, Guard, apply_record_event, load_guards
+from .unindex import unindex_actor
+
+__all__ = ["Indexer", "IndexingContext"]
+
+EVENTS = Counter("rsky_indexer_events_total", "events applied by the indexing facade", ["kind", "result"])
+FALLBACKS = Counter("rsky_indexer_batch_fallbacks_total", "batches re-applied one event per savepoint after a failure")
+
+RECORD_TYPES = ("create", "update", "delete")
+
+
+def _optional(module: str, attr: str) -> Optional[Callable[..., Any]]:
+    """A handler from a sibling module that may not exist yet (then: not handled)."""
+    try:
+        return getattr(importlib.import_module(f"{__name__}.{module}"), attr, None)
+    except ImportError:
+        return None
+
+
+class Indexer:
+    def __init__(self, ctx: IndexingContext) -> None:
+        self.ctx = ctx
+        self.log = ctx.log
+        self.plugins = registry(ctx.log)
+        self.on_actor_event = _optional("actors", "on_event")
+        self.apply_label = _optional("labels", "apply_label")
+
+    async def apply_batch(self, conn: Any, events: list[dict[str, Any]]) -> list[tuple[int, BaseException]]:
+        """Apply ``events`` in order inside the caller's transaction; returns the failed ones."""
+        if not events:
+            return []
+        try:
+            async with conn.transaction():
+                fx = Effects()
+                guards = await load_guards(conn, self._uris(events))
+                for ev in events:
+                    await self._apply_one(conn, ev, guards, fx)
+                await fx.flush(conn)
+            return []
+        except Exception as e:  # noqa: BLE001 - any failure: retry one by one to isolate it
+            FALLBACKS.inc()
+            self.log.warning("batch_fallback", events=len(events), error=f"{type(e).__name__}: {e}")
+        return await self._apply_one_by_one(conn, events)
+
+    async def _apply_one_by_one(self, conn: Any, events: list[dict[str, Any]]) -> list[tuple[int, BaseException]]:
+        errors: list[tuple[int, BaseException]] = []
+        fx = Effects()
+        guards = await load_guards(conn, self._uris(events))
+        for i, ev in enumerate(events):
+            efx = Effects()
+            try:
+                async with conn.transaction():
+                    await self._apply_one(conn, ev, guards, efx)
+                fx.merge(efx)
+            except Exception as e:  # noqa: BLE001 - reported to the runtime, which dead-letters
+                errors.append((i, e))
+                EVENTS.labels(ev.get("type", "?"), "error").inc()
+                self.log.error("event_failed", seq=ev.get("seq"), did=ev.get("did"), type=ev.get("type"), error=f"{type(e).__name__}: {e}")
+                uri = self._uri(ev)
+                if uri:
+                    guards.update(await load_guards(conn, [uri]))
+        await fx.flush(conn)
+        return errors
+
+    @staticmethod
+    def _uri(ev: dict[str, Any]) -> Optional[str]:
+        if ev.get("type") in RECORD_TYPES and ev.get("collection") and ev.get("rkey") is not None:
+            return f"at://{ev['did']}/{ev['collection']}/{ev['rkey']}"
+        return None
+
+    def _uris(self, events: list[dict[str, Any]]) -> list[str]:
+        seen: dict[str, None] = {}
+        for ev in events:
+            if ev.get("collection") in self.plugins:
+                u = self._uri(ev)
+                if u:
+                    seen[u] = None
+        return list(seen)
+
+    async def _apply_one(self, conn: Any, ev: dict[str, Any], guards: dict[str, Guard], fx: Effects) -> None:
+        t = ev.get("type")
+        if t == "label":
+            if self.apply_label is not None:
+                await self.apply_label(conn, ev, self.ctx)
+            EVENTS.labels("label", "ok" if self.apply_label else "unhandled").inc()
+            return
+        if t in RECORD_TYPES:
+            plugin = self.plugins.get(ev.get("collection", ""))
+            if plugin is None:
+                EVENTS.labels("record", "unhandled").inc()
+            else:
+                uri = self._uri(ev)
+                g = guards.setdefault(uri, Guard()) if uri else Guard()
+                try:
+                    result = await apply_record_event(conn, plugin, ev, g, fx)
+                    EVENTS.labels("record", result).inc()
+                except InvalidRecord as e:
+                    EVENTS.labels("record", "invalid").inc()
+                    self.log.info("record_invalid", seq=ev.get("seq"), did=ev.get("did"), collection=ev.get("collection"), rkey=ev.get("rkey"), error=str(e))
+        if self.on_actor_event is not None:
+            await self.on_actor_event(conn, ev, self.ctx)
+        if t == "account" and ev.get("active") is False and ev.get("status") == "deleted":
+            await unindex_actor(conn, ev["did"], fx)
+            EVENTS.labels("account_deleted", "ok").inc()
+        elif t not in RECORD_TYPES:
+            EVENTS.labels(t or "?", "ok" if self.on_actor_event else "unhandled").inc()

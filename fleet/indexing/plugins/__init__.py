@@ -1,0 +1,69 @@
+"""The collection plugins, registered by NSID.
+
+Each module of this package names its collection and exposes ``PLUGIN`` (a
+``fleet.indexing.plugin.Plugin``). ``registry()`` imports the known modules; one that is
+missing or fails to import is logged and its collection is "not handled" (its events are
+skipped like any unknown collection) instead of stopping the indexer.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Callable
+
+from ..plugin import InvalidRecord, Plugin
+
+MODULES = [
+    # feed (this engineer)
+    "post", "like", "repost", "thread_gate", "post_gate",
+    # graph, actor, labeler... (plugin modules written against plugin.py)
+    "profile", "follow", "block", "list", "list_item", "list_block", "feed_generator",
+    "starter_pack", "labeler", "verification", "status", "declarations", "reference_list_opt_out",
+]  # fmt: skip
+
+
+def validator(nsid: str) -> Callable[[dict[str, Any]], None]:
+    """The lexicon check of ``nsid`` (``fleet.indexing.lexicon.validate``), raising InvalidRecord.
+
+    Until the lexicon package is present only the shape is checked (a JSON object).
+    """
+
+    def validate(record: dict[str, Any]) -> None:
+        if not isinstance(record, dict):
+            raise InvalidRecord(f"{nsid}: record is not an object")
+        fn = _lexicon_validate()
+        if fn is not None:
+            fn(nsid, record)
+
+    return validate
+
+
+_lex: dict[str, Any] = {}
+
+
+def _lexicon_validate() -> Callable[[str, dict[str, Any]], None] | None:
+    if "fn" not in _lex:
+        try:
+            from ..lexicon import validate as fn  # type: ignore[attr-defined]
+        except ImportError:
+            fn = None
+        _lex["fn"] = fn
+    return _lex["fn"]
+
+
+def registry(log: Any = None) -> dict[str, Plugin]:
+    """``{nsid: Plugin}`` for every plugin module that imports."""
+    out: dict[str, Plugin] = {}
+    for name in MODULES:
+        try:
+            mod = importlib.import_module(f"{__name__}.{name}")
+        except ImportError as e:
+            if log is not None and not str(e).startswith("No module named 'fleet.indexing.plugins."):
+                log.warning("plugin_import_failed", module=name, error=str(e))
+            continue
+        found = getattr(mod, "PLUGIN", None) or getattr(mod, "PLUGINS", None)
+        # (a submodule named ``list`` shadows the builtin in this package's namespace)
+        plugins = [found] if isinstance(found, Plugin) else [p for p in (found or ()) if isinstance(p, Plugin)]
+        for p in plugins:
+            out[p.collection] = p
+    return out
