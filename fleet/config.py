@@ -105,6 +105,19 @@ def _ident(v: str) -> str:
 _ident.form = "an SQL identifier (letters, digits, _)"  # type: ignore[attr-defined]
 
 
+def _role_targets(v: str) -> list[str]:
+    items = _list(v)
+    for item in items:
+        name, sep, target = item.partition("=")
+        mod, colon, fn = target.partition(":")
+        if not (sep and colon and name and mod and fn):
+            raise ValueError(f"{item!r} is not name=module:function")
+    return items
+
+
+_role_targets.form = "a comma-separated list of name=module:function"  # type: ignore[attr-defined]
+
+
 @dataclass(frozen=True)
 class Setting:
     env: str
@@ -136,6 +149,7 @@ SETTINGS: list[Setting] = [
     Setting("RESTART_MAX", _int(1), "5", "restarts of one child within RESTART_WINDOW_S that stop the master"),
     Setting("RESTART_WINDOW_S", _float(1.0), "60", "window for RESTART_MAX"),
     Setting("STARTUP_SETTLE_S", _float(0.0), "1", "a child alive this long counts as started (READY=1)"),
+    Setting("FLEET_EXTRA_ROLES", _role_targets, "", "testing hook: name=module:function,... (a built-in role name replaces its code; others add one process)"),
     # logs and metrics
     Setting("LOG_LEVEL", _str, "info", "debug, info, warning, error"),
     Setting("LOG_FORMAT", _str, "kv", "kv (key=value) or json"),
@@ -164,6 +178,10 @@ SETTINGS: list[Setting] = [
     Setting("FETCHER_MAX_ATTEMPTS", _int(1), "5", "attempts before a repo is dead-lettered"),
     Setting("FETCHER_VERIFY_SIGNATURES", _bool, "false", "verify commit signatures against the DID's #atproto key"),
     Setting("FETCHER_HIGH_WATER_MARK", _int(1), "200000", "backfill stream length above which fetching pauses"),
+    Setting("FETCHER_RECLAIM_IDLE_S", _float(0.1), "60", "repo_backfill entries pending this long (a dead fetcher's) are reclaimed and processed"),
+    Setting("FETCHER_RETRY_BACKOFF_S", _float(0.0), "1", "first retry delay of a failed repo (doubles per attempt, with jitter)"),
+    Setting("INGESTER_LISTREPOS_PAGE_SIZE", _int(1, 1000), "1000", "listRepos limit per page"),
+    Setting("INGESTER_LISTREPOS_MAX_TRIES", _int(1), "5", "tries of one listRepos cursor before it is skipped and recorded"),
     Setting("PLC_URL", _url("http", "https"), "https://plc.directory", "PLC directory for did:plc"),
     Setting("IDENTITY_CACHE_TTL_S", _int(0), "3600", "DID document / handle cache TTL in Redis"),
     Setting("HANDLE_RESOLVER_URL", _str, "", "override for handle resolution: http://host:port serving /.well-known/atproto-did by Host (tests, demo)"),
