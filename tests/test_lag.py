@@ -379,6 +379,7 @@ def test_absent_optional_streams_are_not_alarming(redis_url, r):
 
 def test_lag_redis_cannot_compute_is_shown_as_question_mark(redis_url, r):
     add(r, "firehose_live", 1, 10)
+    r.xdel("firehose_live", "1-0", "2-0", "3-0")  # applied and deleted
     r.xdel("firehose_live", "7-0")  # a tombstone after the cursor...
     r.xgroup_create("firehose_live", "indexer", id="3-0")  # ...and a cursor set by id: Redis cannot count
     r.xgroup_createconsumer("firehose_live", "indexer", "shard-0")
@@ -471,3 +472,21 @@ def test_tools_lag_runs_as_a_script(redis_url, r):
                         "--json", "--window", "0"], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout)["status"] == "OK"
+
+
+def test_group_recreated_at_dollar_strands_waiting_entries_and_is_stall(redis_url, r):
+    add(r, "firehose_live", 1, 50)
+    r.xgroup_create("firehose_live", "indexer", id="$")  # the old pipeline's 38 hours: lag says 0
+    r.xgroup_createconsumer("firehose_live", "indexer", "shard-0")
+    group(r, "firehose_backfill")
+    code, rep = run_json(redis_url, "--window", "0")
+    x = row(rep, "firehose_live")
+    assert x["lag"] == 0 and x["stranded"] == 50 and x["position"] == "stranded"
+    assert code == 2 and rep["status"] == "STALL"
+    assert "50 entries at or before the cursor 50-0 are neither pending nor acknowledged" in problems(rep)
+
+    code, text = run(redis_url, "--repair-trimmed-cursor", "0", "--yes")
+    assert code == 0 and "XGROUP SETID firehose_live indexer 0-18446744073709551615" in text
+    assert len(consume(r, "firehose_live", 100)) == 50
+    code, rep = run_json(redis_url, "--window", "0")
+    assert code == 0, problems(rep)

@@ -9,7 +9,8 @@ status  meaning                                                                 
 OK      keeping up (or draining), nothing stuck                                   0
 WARN    lag growing while the consumer progresses; a message delivered many        1
         times (poison); the dead-letter stream grew; a listRepos range skipped
-STALL   entries waiting but the cursor did not move and nothing was acknowledged   2
+STALL   entries waiting but the cursor did not move and nothing was acknowledged;  2
+        entries stranded at or before the cursor (never to be delivered)
 STOP    no consumer group; entries waiting with no consumer or every consumer     2
         silent for too long; a required stream is missing; a leftover shard
         stream holds entries
@@ -98,6 +99,10 @@ def judge_row(a: dict[str, Any] | None, b: dict[str, Any], dt: float, th: Thresh
     elif b["position"] == "past_end":
         reasons.append(("REWIND", f"cursor {b['last_delivered_id']} is past the end of the stream (last id "
                                   f"{b['last_generated_id']}): new entries with smaller ids are skipped"))
+    elif b["position"] == "stranded":
+        reasons.append(("STALL", f"{b['stranded']}{'+' if b['stranded'] >= 10000 else ''} entries at or before the "
+                                 f"cursor {b['last_delivered_id']} are neither pending nor acknowledged: they will never "
+                                 "be delivered (group re-created at $ or moved by SETID)"))
     op = b.get("oldest_pending")
     if op is not None and not op["exists"]:
         reasons.append(("REWIND", f"pending entry {op['id']} is no longer in the stream: it was trimmed or deleted "

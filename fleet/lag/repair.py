@@ -1,5 +1,5 @@
 """The only state lag.py changes, and only when asked: a consumer-group cursor that points into a
-trimmed region or past the end of its stream is set back to just before the first entry still
+trimmed region, past the end of its stream, or beyond entries it never delivered is set back to just before the first entry still
 in the stream (``XGROUP SETID <stream> <group> <id> ENTRIESREAD <n>``).
 
 Why that is safe: indexers delete every entry they have applied (XACK+XDEL), so what is left in
@@ -41,7 +41,7 @@ def plan(r: redis.Redis, target: str, shard_count: int) -> list[dict[str, Any]]:
     actions = []
     for name, base, shard in targets(target, shard_count):
         for row in sample_stream(r, name, base, shard, True, shard_count, time.time()):
-            if not row.get("group_exists") or row.get("position") not in ("trimmed", "past_end"):
+            if not row.get("group_exists") or row.get("position") not in ("trimmed", "past_end", "stranded"):
                 continue
             if row["length"]:
                 to = id_before(row["first_id"])
@@ -49,11 +49,14 @@ def plan(r: redis.Redis, target: str, shard_count: int) -> list[dict[str, Any]]:
             else:
                 to = row["last_generated_id"]
                 entries_read = row["entries_added"] or 0
-            why = ("is in a trimmed region: " + f"{row['lost']} entries were removed before delivery and cannot be "
-                   "recovered from Redis; backfill those accounts (docs/operating.md#backfill-gap)"
-                   if row["position"] == "trimmed" else
-                   f"is past the end of the stream (last id {row['last_generated_id']}): entries with smaller ids "
-                   "would never be delivered")
+            why = {
+                "trimmed": f"is in a trimmed region: {row['lost']} entries were removed before delivery and cannot "
+                           "be recovered from Redis; backfill those accounts (docs/operating.md#backfill-gap)",
+                "past_end": f"is past the end of the stream (last id {row['last_generated_id']}): entries with "
+                            "smaller ids would never be delivered",
+                "stranded": f"has {row['stranded']} entries at or before it that are neither pending nor "
+                            "acknowledged: they would never be delivered",
+            }[row["position"]]
             explain = (
                 f"XGROUP SETID {name} {row['group']} {to} ENTRIESREAD {entries_read}\n"
                 f"  cursor {row['last_delivered_id']} {why}.\n"

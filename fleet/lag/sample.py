@@ -12,13 +12,15 @@ gets one row with ``group_exists`` false)::
      "length", "first_id", "last_id", "last_generated_id", "entries_added", "max_deleted_id",
      "last_delivered_id", "entries_read", "lag", "unread", "pending", "consumers": [{name,
      pending, idle_s}], "oldest_pending": {id, idle_s, deliveries, age_s, exists} | None,
-     "max_deliveries": {id, deliveries} | None, "pending_scanned", "position", "lost",
+     "max_deliveries": {id, deliveries} | None, "pending_scanned", "stranded", "position", "lost",
      "leftover", "dlq": {stream, length}}
 
 ``position`` names where the group's cursor (last-delivered id) stands: ``ok``, ``empty``
 (nothing ever delivered), ``trimmed`` (undelivered entries were removed: ``lost`` of them),
 ``past_end`` (the cursor is beyond the last id the stream ever generated: new entries with
-smaller ids would be skipped), ``before_first`` (cursor before the first entry and Redis
+smaller ids would be skipped), ``stranded`` (``stranded`` entries at or before the cursor are
+neither pending nor acknowledged — acknowledged entries are deleted — so ``XREADGROUP >`` will
+never deliver them: the group was re-created at ``$`` or moved with SETID), ``before_first`` (cursor before the first entry and Redis
 cannot say whether undelivered entries were removed).
 """
 
@@ -35,6 +37,11 @@ import ujson
 from .. import streams
 
 PENDING_SCAN = 1000  # pending entries inspected per group for the highest delivery count
+STRANDED_SCAN = 10000  # entries at or before a cursor inspected for "stranded" ones
+
+# streams whose consumers delete what they acknowledge (XACK+XDEL): there, an entry at or
+# before the cursor that is not pending was never delivered and never will be
+_DELETE_ON_ACK = (streams.FIREHOSE_LIVE, streams.FIREHOSE_BACKFILL, streams.LABEL_LIVE)
 
 _SHARD_RE = re.compile(r"^(firehose_live|firehose_backfill):(\d+)$")
 
@@ -189,6 +196,7 @@ def _group_row(r: redis.Redis, common: dict[str, Any], g: dict[str, Any], now: f
     row["oldest_pending"] = None
     row["max_deliveries"] = None
     row["pending_scanned"] = 0
+    entries: list[dict[str, Any]] = []
     if row["pending"]:
         entries = r.xpending_range(name, group, min="-", max="+", count=PENDING_SCAN)
         row["pending_scanned"] = len(entries)
@@ -205,6 +213,14 @@ def _group_row(r: redis.Redis, common: dict[str, Any], g: dict[str, Any], now: f
             }
             top = max(entries, key=lambda e: e["times_delivered"])
             row["max_deliveries"] = {"id": top["message_id"], "deliveries": top["times_delivered"]}
+    row["stranded"] = None
+    first = parse_id(row["first_id"])
+    if common["base"] in _DELETE_ON_ACK and first is not None and last_delivered is not None:
+        row["stranded"] = 0
+        if first <= last_delivered and len(entries) == row["pending"]:
+            pending_ids = {e["message_id"] for e in entries}
+            present = r.xrange(name, min="-", max=row["last_delivered_id"], count=row["pending"] + STRANDED_SCAN)
+            row["stranded"] = sum(1 for i, _ in present if i not in pending_ids)
     row["position"], row["lost"] = cursor_position(row)
     return row
 
@@ -222,6 +238,8 @@ def cursor_position(row: dict[str, Any]) -> tuple[str, int | None]:
         return "past_end", None
     if cur == (0, 0) and not row.get("entries_read"):
         return "empty", None
+    if row.get("stranded"):
+        return "stranded", None
     if first is None or cur < first:
         # every entry still in the stream is after the cursor: more undelivered than that were lost
         if lag is not None:
