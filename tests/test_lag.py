@@ -387,7 +387,7 @@ def test_lag_redis_cannot_compute_is_shown_as_question_mark(redis_url, r):
     code, text = run(redis_url, "--window", "0")
     assert code == 0
     cells = next(ln for ln in text.splitlines() if ln.split()[1:2] == ["firehose_live"]).split()
-    assert cells[5:7] == ["3-0", "?"]  # CURSOR, LAG
+    assert cells[5:8] == ["3-0", "<first?", "?"]  # CURSOR (before the first entry: trimmed? unknown), LAG
     code, rep = run_json(redis_url, "--window", "0")
     x = row(rep, "firehose_live")
     assert x["lag"] is None and x["unread"] is True
