@@ -1,0 +1,1 @@
+"""Fetcher role: repo_backfill -> getRepo -> create events (see main.py)."""
