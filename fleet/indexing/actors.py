@@ -1,0 +1,245 @@
+"""Actor-level indexing: ``actor``, ``actor_sync``, account status, handles, account deletion.
+
+The facade calls :func:`on_event` for every stream event, beside the record plugins, as the
+official subscription does (``data-plane/server/subscription.js``):
+
+=============================  ================================================================
+event                          effect (official function)
+=============================  ================================================================
+create / update / delete       ``actor_sync`` = (commit, rev) (``setCommitLastSeen``) and
+                               :func:`index_handle` not forced (``indexHandle``)
+sync                           the same, with the CAR root as commit
+repo (backfill end of repo)    the same (ours: the official backfill creates no actor rows)
+identity                       :func:`index_handle` forced
+account, deleted               :func:`delete_actor` (``deleteActor`` + ``unindexActor``)
+account, other                 ``actor.upstreamStatus`` (``updateActorStatus``): NULL when
+                               active, else deactivated/suspended/takendown; only an existing
+                               actor row is updated
+=============================  ================================================================
+
+**Handle rule** (``indexHandle``): a non-forced call re-resolves only when the actor has no row
+yet, when its row is more than a day older than the event, or when its handle is NULL and the
+row is more than an hour older. Resolution: the DID document (fresh for #identity) must have a
+handle (``alsoKnownAs`` ``at://``), a PDS endpoint and an ``#atproto`` key, else nothing is
+written (the official throws); the handle counts only if it resolves back to the DID, and is
+stored lowercased, else NULL. An actor holding that handle already loses it (NULL). The row's
+``indexedAt`` is the event's time.
+
+**Replays** (ours): an event older than the actor row's ``indexedAt`` does not rewrite it, and
+``actor_sync`` never goes back to an older ``repoRev``, so a replayed or late (backfill) event
+changes nothing.
+
+**Account deletion** (ours vs official): the official asks the PDS (getLatestCommit) whether
+the repo is really gone; we trust the #account event. Rows are removed from exactly the tables
+the official ``unindexActor`` clears (so ``feed_item``, ``quote``, ``verification``,
+``starter_pack``, ``post_agg`` rows stay, as there), but unlike the official we also apply the
+aggregate deltas of the removed follows, likes, reposts and posts, so no count is left stale
+(DESIGN.md, Aggregates). The facade must have applied every earlier event of the batch before
+calling :func:`on_event` with a deletion (it is a barrier), and pass its batch buffers
+(``aggs``, ``notifs``) so queued notifications of the account are dropped too.
+
+Metrics: ``rsky_indexer_actor_events_total{kind}`` (kind: handle_resolved, handle_skipped,
+handle_failed, status, deleted, status_unknown).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from prometheus_client import Counter
+from psycopg.rows import dict_row
+
+from ..identity.did import DidError, handle_from_doc, pds_endpoint, signing_key
+from .aggregates import AggBuffer
+from .plugin import AggDelta
+
+ACTOR_EVENTS = Counter("rsky_indexer_actor_events_total", "actor-level effects of stream events", ["kind"])
+
+DAY_S = 86400.0
+HOUR_S = 3600.0
+ACCOUNT_STATUSES = ("deactivated", "suspended", "takendown")
+KEY_TYPES = ("Multikey", "EcdsaSecp256k1VerificationKey2019", "EcdsaSecp256r1VerificationKey2019")
+
+
+class IdentityUnavailable(Exception):
+    """The DID document is missing or lacks a handle, PDS or key: the official writes nothing."""
+
+
+async def on_event(tx: Any, ev: dict, ctx: Any, aggs: AggBuffer | None = None, notifs: Any = None) -> None:
+    """Apply the actor-level effects of one stream event (see the module table)."""
+    t = ev.get("type")
+    did = ev.get("did")
+    if not isinstance(did, str) or not did.startswith("did:"):
+        return
+    time = ev.get("time")
+    if t in ("create", "update", "delete", "sync", "repo"):
+        commit = ev.get("commit")
+        if commit:
+            await set_commit_last_seen(tx, did, commit, ev.get("rev"))
+        if isinstance(time, str):
+            await index_handle(tx, did, time, ctx, force=False)
+    elif t == "identity":
+        if isinstance(time, str):
+            await index_handle(tx, did, time, ctx, force=True)
+    elif t == "account":
+        if not ev.get("active") and ev.get("status") == "deleted":
+            await delete_actor(tx, did, aggs=aggs, notifs=notifs)
+        else:
+            await update_actor_status(tx, did, bool(ev.get("active")), ev.get("status"), ctx)
+
+
+async def set_commit_last_seen(tx: Any, did: str, commit: str, rev: str | None) -> None:
+    """``actor_sync`` upsert; an older rev never replaces a newer one (TIDs sort as text)."""
+    await tx.execute(
+        'INSERT INTO actor_sync (did, "commitCid", "repoRev") VALUES (%s, %s, %s) '
+        'ON CONFLICT (did) DO UPDATE SET "commitCid" = excluded."commitCid", "repoRev" = excluded."repoRev" '
+        'WHERE actor_sync."repoRev" IS NULL OR excluded."repoRev" IS NULL OR actor_sync."repoRev" <= excluded."repoRev"',
+        (did, commit, rev),
+    )
+
+
+def _ts(value: Any) -> float | None:
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def needs_handle_reindex(row: dict | None, time: str) -> bool:
+    """``needsHandleReindex``: no row; row a day old; NULL handle and row an hour old."""
+    if row is None:
+        return True
+    now, then = _ts(time), _ts(row["indexedAt"])
+    if now is None or then is None:
+        return True
+    diff = now - then
+    return diff > DAY_S or (row["handle"] is None and diff > HOUR_S)
+
+
+async def verified_handle(resolver: Any, did: str, fresh: bool) -> str | None:
+    """The DID's handle if it resolves back to the DID (lowercased), else None.
+
+    Raises :class:`IdentityUnavailable` (no usable DID document) or ``DidError``.
+    """
+    doc = await resolver.resolve_did(did, fresh=fresh)
+    if doc is None:
+        raise IdentityUnavailable("did_not_found")
+    handle = handle_from_doc(doc)
+    key = signing_key(doc)
+    if not handle:
+        raise IdentityUnavailable("no_handle")
+    if pds_endpoint(doc) is None:
+        raise IdentityUnavailable("no_pds")
+    if key is None or key[0] not in KEY_TYPES:
+        raise IdentityUnavailable("no_key")
+    resolved = await resolver.resolve_handle(handle, fresh=fresh)
+    return handle.lower() if resolved == did else None
+
+
+async def index_handle(tx: Any, did: str, time: str, ctx: Any, force: bool = False) -> None:
+    """``indexHandle``: (re)resolve and store the actor's verified handle when due."""
+    async with tx.cursor(row_factory=dict_row) as cur:
+        await cur.execute('SELECT handle, "indexedAt" FROM actor WHERE did = %s', (did,))
+        row = await cur.fetchone()
+    if not force and not needs_handle_reindex(row, time):
+        return
+    if row is not None:
+        then, now = _ts(row["indexedAt"]), _ts(time)
+        if then is not None and now is not None and now < then:
+            ACTOR_EVENTS.labels("handle_skipped").inc()  # a replayed or late event
+            return
+    resolver = getattr(ctx, "resolver", None)
+    if resolver is None:
+        ACTOR_EVENTS.labels("handle_failed").inc()
+        return
+    try:
+        handle = await verified_handle(resolver, did, fresh=force)
+    except (IdentityUnavailable, DidError) as e:
+        ACTOR_EVENTS.labels("handle_failed").inc()
+        log = getattr(ctx, "log", None)
+        if log is not None:
+            log.warning("handle_not_indexed", did=did, reason=getattr(e, "reason", str(e)))
+        return
+    if handle is not None:
+        await tx.execute("UPDATE actor SET handle = NULL WHERE handle = %s AND did <> %s", (handle, did))
+    await tx.execute(
+        'INSERT INTO actor (did, handle, "indexedAt") VALUES (%s, %s, %s) '
+        'ON CONFLICT (did) DO UPDATE SET handle = excluded.handle, "indexedAt" = excluded."indexedAt"',
+        (did, handle, time),
+    )
+    ACTOR_EVENTS.labels("handle_resolved").inc()
+
+
+async def update_actor_status(tx: Any, did: str, active: bool, status: Any, ctx: Any = None) -> None:
+    """``updateActorStatus``: NULL when active, else the status; unknown statuses are skipped."""
+    if active:
+        upstream = None
+    elif status in ACCOUNT_STATUSES:
+        upstream = status
+    else:
+        ACTOR_EVENTS.labels("status_unknown").inc()
+        log = getattr(ctx, "log", None)
+        if log is not None:
+            log.warning("account_status_unknown", did=did, status=str(status))
+        return
+    await tx.execute('UPDATE actor SET "upstreamStatus" = %s WHERE did = %s', (upstream, did))
+    ACTOR_EVENTS.labels("status").inc()
+
+
+# Tables ``unindexActor`` clears by creator, in its order. Deltas for the counted ones.
+_BY_CREATOR = ("profile", "follow", "repost", "like", "feed_generator", "labeler", "list_item",
+               "reference_list_opt_out", "list", "actor_block", "list_block")
+_POST_EMBEDS = ("post_embed_image", "post_embed_external", "post_embed_record", "post_embed_video",
+                "post_embed_gallery_image")
+
+
+async def unindex_actor(tx: Any, did: str) -> list[AggDelta]:
+    """``unindexActor``: remove the account's indexed rows; returns the aggregate deltas."""
+    deltas: list[AggDelta] = []
+    for table in _BY_CREATOR:
+        if table == "follow":
+            cur = await tx.execute('DELETE FROM follow WHERE creator = %s RETURNING "subjectDid"', (did,))
+            for (subject,) in await cur.fetchall():
+                deltas.append(AggDelta("profile_agg", subject, "followersCount", -1))
+                deltas.append(AggDelta("profile_agg", did, "followsCount", -1))
+        elif table in ("like", "repost"):
+            cur = await tx.execute(f'DELETE FROM "{table}" WHERE creator = %s RETURNING subject', (did,))  # noqa: S608
+            col = "likeCount" if table == "like" else "repostCount"
+            for (subject,) in await cur.fetchall():
+                deltas.append(AggDelta("post_agg", subject, col, -1))
+        else:
+            await tx.execute(f'DELETE FROM "{table}" WHERE creator = %s', (did,))  # noqa: S608 (constant names)
+    for table in _POST_EMBEDS:
+        await tx.execute(
+            f'DELETE FROM {table} WHERE "postUri" IN (SELECT uri FROM post WHERE creator = %s)', (did,)  # noqa: S608
+        )
+    cur = await tx.execute('DELETE FROM post WHERE creator = %s RETURNING "replyParent", "violatesThreadGate"', (did,))
+    for parent, violates in await cur.fetchall():
+        deltas.append(AggDelta("profile_agg", did, "postsCount", -1))
+        if parent and not violates:
+            deltas.append(AggDelta("post_agg", parent, "replyCount", -1))
+    await tx.execute("DELETE FROM thread_gate WHERE creator = %s", (did,))
+    await tx.execute("DELETE FROM post_gate WHERE creator = %s", (did,))
+    await tx.execute("DELETE FROM notification WHERE author = %s", (did,))
+    await tx.execute(
+        'DELETE FROM duplicate_record WHERE "duplicateOf" IN (SELECT uri FROM record WHERE did = %s)', (did,)
+    )
+    await tx.execute("DELETE FROM record WHERE did = %s", (did,))
+    return deltas
+
+
+async def delete_actor(tx: Any, did: str, aggs: AggBuffer | None = None, notifs: Any = None) -> None:
+    """``deleteActor``: drop the actor row, unindex its records, drop its notifications."""
+    await tx.execute("DELETE FROM actor WHERE did = %s", (did,))
+    deltas = await unindex_actor(tx, did)
+    await tx.execute("DELETE FROM notification WHERE did = %s", (did,))
+    if notifs is not None and hasattr(notifs, "pending"):
+        notifs.pending = [n for n in notifs.pending if n.author != did and n.did != did]
+    if aggs is not None:
+        aggs.extend(deltas)
+    elif deltas:
+        own = AggBuffer()
+        own.extend(deltas)
+        await own.flush(tx)
+    ACTOR_EVENTS.labels("deleted").inc()

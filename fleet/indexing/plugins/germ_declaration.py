@@ -1,0 +1,11 @@
+"""``com.germnetwork.declaration``: kept in the generic ``record`` table only (rkey ``self``), as the official
+placeholder plugin."""
+
+from __future__ import annotations
+
+from ._helpers import validator
+from ._placeholder import placeholder
+
+COLLECTION = "com.germnetwork.declaration"
+
+PLUGIN = placeholder(COLLECTION, validator(COLLECTION))
