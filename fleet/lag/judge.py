@@ -185,7 +185,12 @@ def judge(samples: list[dict[str, Any]], th: Thresholds = Thresholds()) -> dict[
         d = None if p is None or p["seq"] is None or r["seq"] is None else r["seq"] - p["seq"]
         relays.append({**r, "rate": _rate(d, dt)})
 
-    backfill = _judge_backfill(a["backfill"] if a else None, b["backfill"], dt)
+    repo_rows = [r for r in rows if r["stream"] == "repo_backfill" and r.get("group_exists")
+                 and r["group"] == r["expected_group"]]
+    queue = None
+    if repo_rows and repo_rows[0].get("lag") is not None:
+        queue = repo_rows[0]["lag"] + repo_rows[0]["pending"]
+    backfill = _judge_backfill(a["backfill"] if a else None, b["backfill"], dt, queue)
 
     problems = []
     for r in rows:
@@ -219,10 +224,12 @@ def _sum(values: list[int | None]) -> int | None:
     return None if any(v is None for v in values) else sum(v for v in values if v is not None)
 
 
-def _judge_backfill(a: dict[str, Any] | None, b: dict[str, Any], dt: float) -> dict[str, Any]:
+def _judge_backfill(a: dict[str, Any] | None, b: dict[str, Any], dt: float, queue: int | None) -> dict[str, Any]:
+    """Repos remaining = queued - (done + failed + gone) from ``backfill:stats``, or else what
+    waits in ``repo_backfill`` (the fetcher group's lag + pending, ``queue``)."""
     st = b["stats"]
     finished = sum(st.get(k) or 0 for k in ("done", "failed", "gone"))
-    out = {**b, "finished": finished, "remaining": None, "rate": None, "eta_s": None}
+    out = {**b, "finished": finished, "remaining": queue, "rate": None, "eta_s": None}
     if st.get("queued") is not None:
         out["remaining"] = max(0, st["queued"] - finished)
     if a is not None and dt > 0:
