@@ -27,12 +27,13 @@ from __future__ import annotations
 import importlib
 from typing import Any, Callable, Optional
 
+import psycopg
 from prometheus_client import Counter
 
 from .context import IndexingContext
 from .plugin import InvalidRecord
 from .plugins import registry
-from .processor import Effects, Guard, apply_record_event, load_guards
+from .processor import Effects, Guard, WriteRejected, apply_record_event, load_guards
 from .unindex import unindex_actor
 
 __all__ = ["Indexer", "IndexingContext"]
@@ -49,6 +50,14 @@ def _optional(module: str, attr: str) -> Optional[Callable[..., Any]]:
         return getattr(importlib.import_module(f"{__name__}.{module}"), attr, None)
     except ImportError:
         return None
+
+
+def rejected(e: BaseException) -> bool:
+    """Failures the official indexer also has for this record, so it is never indexed there:
+    a plugin's late refusal, or text PostgreSQL cannot store (NUL)."""
+    if isinstance(e, WriteRejected):
+        return True
+    return isinstance(e, psycopg.errors.DataError) and "0x00" in str(e)
 
 
 class Indexer:
@@ -87,6 +96,13 @@ class Indexer:
                     await self._apply_one(conn, ev, guards, efx)
                 fx.merge(efx)
             except Exception as e:  # noqa: BLE001 - reported to the runtime, which dead-letters
+                if rejected(e):  # rolled back to the savepoint: skipped, as the official does
+                    EVENTS.labels("record", "invalid").inc()
+                    self.log.info("record_rejected", seq=ev.get("seq"), did=ev.get("did"), collection=ev.get("collection"), rkey=ev.get("rkey"), error=str(e))
+                    uri = self._uri(ev)
+                    if uri:
+                        guards.update(await load_guards(conn, [uri]))
+                    continue
                 errors.append((i, e))
                 EVENTS.labels(ev.get("type", "?"), "error").inc()
                 self.log.error("event_failed", seq=ev.get("seq"), did=ev.get("did"), type=ev.get("type"), error=f"{type(e).__name__}: {e}")

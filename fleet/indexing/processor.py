@@ -29,6 +29,15 @@ from .notifications import NotifBuffer
 from .plugin import AggDelta, InvalidRecord, Plugin, RecordOp, Row
 
 
+class WriteRejected(Exception):
+    """A plugin refused a record (``InvalidRecord``) after the processor had started writing:
+    the event's writes must be rolled back to its savepoint, then it counts as skipped."""
+
+    def __init__(self, cause: InvalidRecord) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
 @dataclass
 class Effects:
     """What one event (or one batch) defers to the end of the batch."""
@@ -123,7 +132,8 @@ def make_op(ev: dict[str, Any]) -> RecordOp:
 async def apply_record_event(tx: Any, plugin: Plugin, ev: dict[str, Any], g: Guard, fx: Effects) -> str:
     """Apply one create/update/delete; returns what was done. Updates ``g`` in place.
 
-    Raises InvalidRecord (before any write) for a record its lexicon rejects.
+    Raises InvalidRecord (before any write) for a record its lexicon rejects, WriteRejected
+    when a plugin rejects it after writes began (the caller rolls back to a savepoint).
     """
     action = decide(ev, g)
     if action == "skip":
@@ -137,12 +147,15 @@ async def apply_record_event(tx: Any, plugin: Plugin, ev: dict[str, Any], g: Gua
         return action
     plugin.validate(ev["record"])
     op = make_op(ev)
-    if action == "bump":
-        await tx.execute("UPDATE record SET rev = %s WHERE uri = %s", (op.rev, op.uri))
-    elif action == "create":
-        await insert_record(tx, plugin, op, fx)
-    else:
-        await update_record(tx, plugin, op, fx)
+    try:
+        if action == "bump":
+            await tx.execute("UPDATE record SET rev = %s WHERE uri = %s", (op.rev, op.uri))
+        elif action == "create":
+            await insert_record(tx, plugin, op, fx)
+        else:
+            await update_record(tx, plugin, op, fx)
+    except InvalidRecord as e:  # e.g. a gate whose rkey does not match its post
+        raise WriteRejected(e) from e
     g.exists, g.rev, g.cid = True, op.rev, op.cid
     return action
 

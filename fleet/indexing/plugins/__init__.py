@@ -1,7 +1,7 @@
 """The collection plugins, registered by NSID.
 
-Each module of this package names its collection and exposes ``PLUGIN`` (a
-``fleet.indexing.plugin.Plugin``). ``registry()`` imports the known modules; one that is
+Each public module of this package exposes ``PLUGIN`` (a ``fleet.indexing.plugin.Plugin``,
+or ``PLUGINS``, a list of them). ``registry()`` imports them all; one that is
 missing or fails to import is logged and its collection is "not handled" (its events are
 skipped like any unknown collection) instead of stopping the indexer.
 """
@@ -9,17 +9,14 @@ skipped like any unknown collection) instead of stopping the indexer.
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from typing import Any, Callable
 
 from ..plugin import InvalidRecord, Plugin
 
-MODULES = [
-    # feed (this engineer)
-    "post", "like", "repost", "thread_gate", "post_gate",
-    # graph, actor, labeler... (plugin modules written against plugin.py)
-    "profile", "follow", "block", "list", "list_item", "list_block", "feed_generator",
-    "starter_pack", "labeler", "verification", "status", "declarations", "reference_list_opt_out",
-]  # fmt: skip
+def module_names() -> list[str]:
+    """Every public module of this package (``_name`` modules are helpers)."""
+    return sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
 
 
 def validator(nsid: str) -> Callable[[dict[str, Any]], None]:
@@ -54,7 +51,7 @@ def _lexicon_validate() -> Callable[[str, dict[str, Any]], None] | None:
 def registry(log: Any = None) -> dict[str, Plugin]:
     """``{nsid: Plugin}`` for every plugin module that imports."""
     out: dict[str, Plugin] = {}
-    for name in MODULES:
+    for name in module_names():
         try:
             mod = importlib.import_module(f"{__name__}.{name}")
         except ImportError as e:
