@@ -38,10 +38,21 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check fleet tools tests
 	$(VENV)/bin/mypy --ignore-missing-imports fleet
 
+## install-units: as root: user rsky, /opt/rsky-fleet/venv, /etc/rsky-fleet/*.env (kept if present), the units
+INSTALL_DIR ?= /opt/rsky-fleet
 install-units:
-	install -d /etc/systemd/system /etc/rsky-fleet
+	@[ "$$(id -u)" = 0 ] || { echo "install-units needs root: sudo make install-units" >&2; exit 1; }
+	getent passwd rsky >/dev/null || useradd --system --home-dir /var/lib/rsky-fleet --no-create-home --shell /usr/sbin/nologin rsky
+	$(PYTHON) -m venv $(INSTALL_DIR)/venv
+	$(INSTALL_DIR)/venv/bin/pip install -q --upgrade pip
+	$(INSTALL_DIR)/venv/bin/pip install -q .
+	[ ! -e README.md ] || install -m 0644 README.md $(INSTALL_DIR)/README.md
+	install -d -m 0750 -o root -g rsky /etc/rsky-fleet
+	for f in config/*.env; do t=/etc/rsky-fleet/$$(basename $$f); [ -e $$t ] || install -m 0600 -o rsky -g rsky $$f $$t; done
+	install -d /etc/systemd/system
 	install -m 0644 units/*.service units/*.target /etc/systemd/system/
 	systemctl daemon-reload
+	@echo "next: edit /etc/rsky-fleet/*.env, then systemctl enable --now rsky-fleet.service (or rsky-indexer@1 rsky-ingester@1 rsky-fetcher@1) and systemctl start rsky-fleet.target"
 
 clean:
 	rm -rf $(VENV) build *.egg-info

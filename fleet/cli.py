@@ -5,7 +5,7 @@
     rsky-ingester [--env-file F]... [--check]   ... to the ingester role (FLEET_INGESTERS)
     rsky-fetcher  [--env-file F]... [--check]   ... to the fetcher role (FLEET_FETCHERS)
     rsky-migrate  apply the schema migrations (fleet.db.migrate)
-    rsky-lag      per-shard stream lag (tools/lag.py)
+    rsky-lag      per-shard stream lag (fleet.lag, also tools/lag.py)
 
 A one-role command is the same master (so the same supervision, heartbeats and systemd
 protocol) with ``FLEET_ROLES`` forced to that role; the env file of the unit names its shards.
@@ -20,7 +20,7 @@ import sys
 from typing import Callable
 
 from . import exitcodes, log
-from .config import Config, ConfigError, load
+from .config import Config, ConfigError, _list, load, read_env_file
 
 
 def _parse(prog: str, argv: list[str] | None) -> argparse.Namespace:
@@ -32,10 +32,31 @@ def _parse(prog: str, argv: list[str] | None) -> argparse.Namespace:
 
 
 def config_loader(env_files: list[str], role: str | None) -> Callable[[], Config]:
-    """A function that (re-)reads the configuration, with ``FLEET_ROLES`` forced for a one-role unit."""
+    """A function that (re-)reads the configuration, with ``FLEET_ROLES`` forced for a one-role unit.
+
+    On a reload (SIGHUP) the env files are read again. systemd's ``EnvironmentFile=`` has
+    copied the file into the process environment, which normally wins over files; so a
+    variable whose environment value equals what the file said at start is taken to come from
+    the file and follows the file's new content (units also set ``ENV_FILE`` to that file).
+    """
+    first: dict[str, str] = {}
+    loaded = []
+
+    def file_values() -> dict[str, str]:
+        merged: dict[str, str] = {}
+        for path in list(env_files) + _list(os.environ.get("ENV_FILE", "")):
+            merged.update(read_env_file(path))
+        return merged
 
     def loader() -> Config:
         environ = dict(os.environ)
+        if not loaded:
+            first.update(file_values())
+            loaded.append(True)
+        else:
+            for k, v in first.items():
+                if environ.get(k) == v:
+                    del environ[k]
         if role is not None:
             environ["FLEET_ROLES"] = role
         return load(environ, env_files)
@@ -89,17 +110,13 @@ def migrate_main(argv: list[str] | None = None) -> None:
 
 
 def lag_main(argv: list[str] | None = None) -> None:
-    """``tools/lag.py``'s main, imported only when asked for (tools/ lives beside the package)."""
+    """The lag tool (``fleet.lag``, also runnable as ``tools/lag.py``), imported only when asked for."""
     try:
-        from tools.lag import main  # type: ignore[import-not-found]
-    except ModuleNotFoundError:
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        if not os.path.exists(os.path.join(root, "tools", "lag.py")):
-            print("rsky-lag: tools/lag.py is not available in this installation (run it from the source tree)", file=sys.stderr)
-            sys.exit(exitcodes.SOFTWARE)
-        sys.path.insert(0, root)
-        from tools.lag import main  # type: ignore[import-not-found]
-    sys.exit(main(argv) if argv is not None else main())
+        from .lag.cli import main
+    except ModuleNotFoundError as e:
+        print(f"rsky-lag: the lag tool is not available in this installation ({e})", file=sys.stderr)
+        sys.exit(exitcodes.SOFTWARE)
+    sys.exit(main(argv))
 
 
 if __name__ == "__main__":
