@@ -24,9 +24,9 @@ from ..plugin import InvalidRecord
 EPOCH = "1970-01-01T00:00:00.000Z"
 
 _DT = re.compile(
-    r"^\s*(\d{4})-(\d{2})-(\d{2})"
+    r"^(\d{4})-(\d{2})-(\d{2})"
     r"(?:[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?)?"
-    r"\s*(Z|z|UTC|GMT|[+-]\d{2}(?::?\d{2})?)?\s*$"
+    r"\s*(Z|z|UTC|GMT|[+-]\d{2}(?::?\d{2})?)?$"
 )
 
 
@@ -44,10 +44,19 @@ def normalize_datetime_always(value: Any) -> str:
     if not m:
         return EPOCH
     y, mo, d, hh, mm, ss, frac, tz = m.groups()
+    month, day, hour, minute, sec = int(mo), int(d), int(hh or 0), int(mm or 0), int(ss or 0)
+    ms = int((frac or "0")[:3].ljust(3, "0"))
+    # JavaScript's Date: day 1-31 in any month (Feb 31 rolls into March), 24:00:00 is the
+    # next midnight, no leap second.
+    if not (1 <= month <= 12 and 1 <= day <= 31 and minute <= 59 and sec <= 59):
+        return EPOCH
+    if hour > 24 or (hour == 24 and (minute or sec or ms)):
+        return EPOCH
     try:
-        ms = int((frac or "0")[:3].ljust(3, "0"))
-        dt = datetime(int(y), int(mo), int(d), int(hh or 0), int(mm or 0), int(ss or 0), ms * 1000, tzinfo=timezone.utc)
-    except ValueError:
+        dt = datetime(int(y), month, 1, tzinfo=timezone.utc) + timedelta(
+            days=day - 1, hours=hour, minutes=minute, seconds=sec, milliseconds=ms
+        )
+    except (ValueError, OverflowError):
         return EPOCH
     if tz and tz[0] in "+-":
         sign = 1 if tz[0] == "+" else -1
