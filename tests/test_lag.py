@@ -490,3 +490,15 @@ def test_group_recreated_at_dollar_strands_waiting_entries_and_is_stall(redis_ur
     assert len(consume(r, "firehose_live", 100)) == 50
     code, rep = run_json(redis_url, "--window", "0")
     assert code == 0, problems(rep)
+
+
+def test_every_fix_link_names_a_section_of_the_runbook():
+    import re
+
+    from fleet.lag import judge
+
+    with open(os.path.join(ROOT, "docs", "operating.md"), encoding="utf-8") as f:
+        headings = [m.group(1) for m in re.finditer(r"^#+ (.+)$", f.read(), re.M)]
+    slugs = {re.sub(r"[^a-z0-9 _-]", "", h.lower()).replace(" ", "-") for h in headings}
+    links = list(judge.FIX.values()) + [f"{judge.RUNBOOK}#backfill-gap"]
+    assert all(link.split("#", 1)[1] in slugs for link in links), sorted(slugs)
