@@ -93,3 +93,50 @@ def test_reload_follows_an_edited_env_file_even_when_systemd_copied_it_into_the_
     cfg = loader()
     assert cfg.shards == [4, 5, 6, 7] and cfg.FLEET_ROLES == ["indexer"]
     assert cfg.INDEXER_BATCH_SIZE == 77
+
+
+def _run_tool(tmp_path, env_file, notify_path):
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("FLEET_", "SHARD", "ENV_FILE", "NOTIFY_SOCKET", "REDIS_URL", "DATABASE_URL", "WATCHDOG_"))}
+    env.update({"FLEET_ROLES": "", "FLEET_EXTRA_ROLES": "s=supervisor_roles:sleeper", "METRICS_PORT": "0",
+                "STARTUP_SETTLE_S": "0.1", "HEARTBEAT_INTERVAL_S": "0.05", "NOTIFY_SOCKET": notify_path,
+                "PYTHONPATH": os.pathsep.join([os.path.join(ROOT, "tests"), ROOT])})
+    log = open(tmp_path / "run.log", "ab")
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "tools", "run.py"), "--env-file", str(env_file),
+                             "--var", str(tmp_path / "var")], env=env, stdout=log, stderr=log, cwd=ROOT)
+    return proc, log
+
+
+def test_make_run_starts_embedded_servers_migrates_runs_the_master_and_ctrl_c_stops_everything(tmp_path):
+    import json
+    import signal
+    import socket
+    import time
+
+    env_file = tmp_path / "fleet.env"
+    env_file.write_text("DATABASE_SCHEMA=bsky\n")
+    sock_path = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.bind(sock_path)
+        s.settimeout(60)
+        for attempt in (1, 2):
+            proc, log = _run_tool(tmp_path, env_file, sock_path)
+            try:
+                deadline = time.monotonic() + 60
+                while b"READY=1" not in s.recv(4096):
+                    assert time.monotonic() < deadline
+                ports = json.loads((tmp_path / "var" / "ports.json").read_text())
+                with psycopg.connect(f"postgresql://postgres@127.0.0.1:{ports['postgres']}/postgres") as c:
+                    assert c.execute("SELECT to_regclass('bsky.post')").fetchone()[0] == "bsky.post"
+                proc.send_signal(signal.SIGINT)
+                assert proc.wait(30) == 0
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                log.close()
+            text = (tmp_path / "run.log").read_text()
+            assert ("applied 0001" if attempt == 1 else "up to date") in text.split("fleet starting")[attempt - 1]
+            for port in ports.values():
+                with socket.socket() as probe:
+                    assert probe.connect_ex(("127.0.0.1", port)) != 0, f"server on {port} still up after Ctrl-C"
+    assert text.count("embedded PostgreSQL") == 2 and "stopping embedded Postgres" in text

@@ -328,7 +328,8 @@ class Master:
         self.log.log(level, "child_exited", child=c.spec.name, pid=pid, status=text, state=prev, **extra)
         if self.draining:
             c.state = STOPPED
-            if code != 0:
+            # killed by our own SIGTERM = it had not installed its handler yet: nothing in hand
+            if code not in (0, 128 + signal.SIGTERM):
                 self.unclean = True
             return
         if code == exitcodes.CONFIG:
