@@ -69,6 +69,7 @@ class HandleResolver:
         session: aiohttp.ClientSession | None = None,
         nameservers: list[str] | None = None,
         use_dns: bool = True,
+        dns_port: int = 53,
     ) -> None:
         self.redis = redis
         self.cache_ttl_s = cache_ttl_s
@@ -76,6 +77,7 @@ class HandleResolver:
         self.timeout_s = timeout_s
         self.use_dns = use_dns and not self.override_url
         self._nameservers = nameservers
+        self.dns_port = dns_port
         self._session = session
         self._own_session = session is None
 
@@ -144,7 +146,7 @@ class HandleResolver:
         servers = self._nameservers if self._nameservers is not None else system_nameservers()
         for server in servers[:2]:
             try:
-                texts = await dns_txt(f"_atproto.{handle}", server, timeout_s=self.timeout_s)
+                texts = await dns_txt(f"_atproto.{handle}", server, self.dns_port, timeout_s=self.timeout_s)
             except (OSError, asyncio.TimeoutError, ValueError):
                 RESOLVE_TOTAL.labels("dns", "error").inc()
                 continue
