@@ -1,0 +1,164 @@
+"""Backfill benchmark: one fetcher process over synthetic repos served from 127.0.0.1.
+
+    python -m tools.bench_backfill [--quick]
+
+Repos of 10..50,000 records (real signed CARs from ``tools/synth_repo.py``) are served by a
+PLC+PDS aiohttp server in this process; one fetcher runs as a child process (``fleet.fetcher``)
+against a throwaway redis-server, its output stream trimmed as an indexer would. Figures:
+repos/s and records/s of the fetcher (wall time from start to the last ack), and the ceiling:
+``libipld.decode_car`` alone on the same CARs, records/s; fetcher peak RSS (VmHWM) while it
+handles a 50,000-record repo.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import libipld
+import redis
+from aiohttp import web
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from fleet import embedded, streams  # noqa: E402
+from tools.synth_repo import build_repo, new_key, synthetic_records  # noqa: E402
+
+CHILD = r"""
+import asyncio, sys, signal
+from fleet import config
+from fleet.fetcher import main
+from fleet.log import get_logger
+from fleet.runtime import RoleContext
+async def go():
+    ctx = RoleContext(role="fetcher", instance="bench", shards=[], shard_count=1, log=get_logger("fetcher"))
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, ctx.stopping.set)
+    await main.run(config.load(), ctx)
+import uvloop; uvloop.install()
+asyncio.run(go())
+"""
+
+
+def _did(i: int) -> str:
+    return "did:plc:" + f"bench{i:019d}"
+
+
+def serve(cars: dict[str, bytes]) -> tuple[str, threading.Event]:
+    ready = threading.Event()
+    stop = threading.Event()
+    box: dict[str, str] = {}
+
+    async def plc(req: web.Request) -> web.Response:
+        did = req.match_info["did"]
+        return web.json_response({"id": did, "service": [{"id": "#atproto_pds", "type": "AtprotoPersonalDataServer", "serviceEndpoint": box["url"]}]})
+
+    async def get_repo(req: web.Request) -> web.Response:
+        return web.Response(body=cars[req.query["did"]], content_type="application/vnd.ipld.car")
+
+    async def main() -> None:
+        app = web.Application()
+        app.router.add_get("/xrpc/com.atproto.sync.getRepo", get_repo)
+        app.router.add_get("/{did}", plc)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        box["url"] = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+        ready.set()
+        while not stop.is_set():
+            await asyncio.sleep(0.1)
+        await runner.cleanup()
+
+    threading.Thread(target=lambda: asyncio.run(main()), daemon=True).start()
+    ready.wait(10)
+    return box["url"], stop
+
+
+def run(quick: bool = False) -> list[dict]:
+    sizes = [10] * 50 + [100] * 20 + [1000] * 5 + [10000] * 2 + ([5000] if quick else [50000])
+    key = new_key()
+    cars: dict[str, bytes] = {}
+    total_records = 0
+    for i, n in enumerate(sizes):
+        cars[_did(i)], _ = build_repo(_did(i), synthetic_records(n, _did(i), seed=i), key)
+        total_records += n
+    big_did = _did(len(sizes) - 1)
+
+    # ceiling: libipld.decode_car alone on the same CARs
+    t0 = time.perf_counter()
+    for car in cars.values():
+        libipld.decode_car(car)
+    ceiling = total_records / (time.perf_counter() - t0)
+
+    tmp = tempfile.mkdtemp(prefix="bench-backfill-")
+    rs = embedded.Redis(os.path.join(tmp, "redis"), embedded.free_port()).start()
+    url, stop_server = serve(cars)
+    r = redis.Redis.from_url(rs.url)
+    try:
+        for i in range(len(sizes)):
+            r.xadd(streams.REPO_BACKFILL, {"repo": json.dumps({"did": _did(i), "host": "bench", "rev": None, "status": None, "active": True})})
+        env = {**os.environ, "REDIS_URL": rs.url, "PLC_URL": url, "INGESTER_COLLECTIONS": "*", "FETCHER_HIGH_WATER_MARK": "1000000",
+               "LOG_LEVEL": "warning", "PYTHONPATH": ROOT}
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-c", CHILD], env=env, cwd=ROOT)
+        peak_rss = 0
+        try:
+            while True:
+                done = int(r.hget(streams.BACKFILL_STATS, "done") or 0) + int(r.hget(streams.BACKFILL_STATS, "failed") or 0)
+                peak_rss = max(peak_rss, _rss_kib(proc.pid))
+                if done >= len(sizes):
+                    break
+                if proc.poll() is not None:
+                    raise RuntimeError(f"fetcher exited with {proc.returncode}")
+                if r.xlen(streams.FIREHOSE_BACKFILL) > 200_000:
+                    r.xtrim(streams.FIREHOSE_BACKFILL, maxlen=0)  # the indexer's part
+                time.sleep(0.02)
+            elapsed = time.perf_counter() - t0
+            peak_rss = max(peak_rss, _hwm_kib(proc.pid))
+        finally:
+            proc.terminate()
+            proc.wait(10)
+        records = int(r.hget(streams.BACKFILL_STATS, "records") or 0)
+        assert records == total_records, (records, total_records)
+    finally:
+        stop_server.set()
+        r.close()
+        rs.stop()
+    rps = records / elapsed
+    return [
+        {"name": "backfill fetcher repos/s (1 process)", "value": len(sizes) / elapsed, "unit": "repos/s", "ceiling": None, "ratio": None},
+        {"name": "backfill fetcher records/s (1 process)", "value": rps, "unit": "records/s", "ceiling": ceiling, "ratio": rps / ceiling},
+        {"name": f"backfill fetcher peak RSS ({max(sizes)}-record repo)", "value": peak_rss / 1024, "unit": "MiB", "ceiling": 500, "ratio": peak_rss / 1024 / 500},
+    ]
+
+
+def _rss_kib(pid: int) -> int:
+    return _status_kib(pid, "VmRSS:")
+
+
+def _hwm_kib(pid: int) -> int:
+    return _status_kib(pid, "VmHWM:")
+
+
+def _status_kib(pid: int, field: str) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(field):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    for row in run(quick="--quick" in sys.argv):
+        print(row)
