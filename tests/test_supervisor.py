@@ -423,3 +423,28 @@ def test_backoff_delay_doubles_up_to_the_cap_with_jitter():
             assert upper / 2 <= d <= upper
     assert backoff_delay(0, 0.5, 30) == 0.0
     assert len({round(backoff_delay(3, 0.5, 30, rng), 6) for _ in range(20)}) > 1, "jittered"
+
+
+def test_heartbeat_carries_the_roles_own_events_counter_when_it_reports_nothing_itself(monkeypatch):
+    from prometheus_client import Counter
+
+    from fleet.supervisor import heartbeat
+
+    c = Counter("rsky_test_progress_events", "test stand-in", ["shard", "type"])
+    monkeypatch.setitem(heartbeat.PROGRESS_COUNTERS, "testrole", "rsky_test_progress_events_total")
+    try:
+        heartbeat.reset_counters()
+        heartbeat.use_progress_counter("testrole")
+        c.labels("0", "create").inc(5)
+        c.labels("0", "delete").inc(2)
+        heartbeat.record_events(1)
+        heartbeat.record_lag(0.25)
+        (beat,) = heartbeat.decode_all(heartbeat.encode(9))
+        assert (beat.number, beat.events, beat.lag) == (9, 8, 0.25)
+        heartbeat.reset_counters()
+        (beat,) = heartbeat.decode_all(heartbeat.encode(10))
+        assert beat.events == 0 and beat.lag is None
+    finally:
+        from prometheus_client import REGISTRY
+
+        REGISTRY.unregister(c)

@@ -10,6 +10,10 @@ Role code reports progress with two calls (cheap, no I/O)::
     heartbeat.record_events(len(batch))   # events applied / written / fetched
     heartbeat.record_lag(seconds)         # how far behind the source this process is
 
+Without such calls, a role's events are read from its own Prometheus counter
+(``PROGRESS_COUNTERS``: ``rsky_indexer_events_total``, ``rsky_ingester_events_total``,
+``rsky_fetcher_records_total``), summed over labels at each beat.
+
 A beat is a fixed 24-byte record (< PIPE_BUF, so writes are atomic); the write end is
 non-blocking and a full pipe drops the beat rather than stall the loop.
 """
@@ -28,6 +32,31 @@ _BEAT = struct.Struct("<QdQ")  # beat number, lag seconds (NaN = unknown), event
 BEAT_SIZE = _BEAT.size
 
 _counters = {"events": 0, "lag": math.nan}
+PROGRESS_COUNTERS = {
+    "indexer": "rsky_indexer_events_total",
+    "ingester": "rsky_ingester_events_total",
+    "fetcher": "rsky_fetcher_records_total",
+}
+_progress: dict[str, str | None] = {"metric": None}
+
+
+def use_progress_counter(role: str) -> None:
+    """Report the role's own events counter (if it has one in ``PROGRESS_COUNTERS``)."""
+    _progress["metric"] = PROGRESS_COUNTERS.get(role)
+
+
+def _counter_total(sample_name: str) -> int:
+    from prometheus_client import REGISTRY
+
+    collector = getattr(REGISTRY, "_names_to_collectors", {}).get(sample_name)
+    if collector is None:
+        return 0
+    total = 0.0
+    for family in collector.collect():
+        for sample in family.samples:
+            if sample.name == sample_name:
+                total += sample.value
+    return int(total)
 
 
 def record_events(n: int = 1) -> None:
@@ -43,6 +72,7 @@ def record_lag(seconds: float | None) -> None:
 def reset_counters() -> None:
     _counters["events"] = 0
     _counters["lag"] = math.nan
+    _progress["metric"] = None
 
 
 @dataclass
@@ -53,7 +83,10 @@ class Beat:
 
 
 def encode(number: int) -> bytes:
-    return _BEAT.pack(number, _counters["lag"], _counters["events"])
+    events = _counters["events"]
+    if _progress["metric"]:
+        events += _counter_total(_progress["metric"])
+    return _BEAT.pack(number, _counters["lag"], events)
 
 
 def decode_all(data: bytes) -> list[Beat]:

@@ -48,6 +48,7 @@ def run_child(spec: ChildSpec, cfg: Any, hb_fd: int, sigmask: set) -> int:
                   **({"instance": spec.instance} if shard is None else {}))
     lg = log.get_logger("runner")
     heartbeat.reset_counters()
+    heartbeat.use_progress_counter(spec.role)
     try:
         fn = load_target(spec.target)
     except RoleMissing as e:
