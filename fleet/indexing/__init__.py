@@ -19,7 +19,7 @@ label events to ``labels.apply_label``. A ``#account`` event with status ``delet
 the account (``unindex``). Records their lexicon rejects are skipped, as the official indexer
 does (counted, not failures).
 
-Metrics: ``rsky_indexer_events_total{kind,result}``, ``rsky_indexer_batch_fallbacks_total``.
+Metrics: ``rsky_indexing_events_total{kind,result}``, ``rsky_indexing_batch_fallbacks_total``.
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ from .unindex import unindex_actor
 
 __all__ = ["Indexer", "IndexingContext"]
 
-EVENTS = Counter("rsky_indexer_events_total", "events applied by the indexing facade", ["kind", "result"])
-FALLBACKS = Counter("rsky_indexer_batch_fallbacks_total", "batches re-applied one event per savepoint after a failure")
+EVENTS = Counter("rsky_indexing_events_total", "events applied by the indexing facade", ["kind", "result"])
+FALLBACKS = Counter("rsky_indexing_batch_fallbacks_total", "batches re-applied one event per savepoint after a failure")
 
 RECORD_TYPES = ("create", "update", "delete")
 

@@ -15,7 +15,7 @@ Counts follow the official definitions (``recount`` below is the reference used 
 likes/reposts by subject uri, replies by parent excluding ``violatesThreadGate``, quotes by
 subject, posts and follows by did, followers by subject did.
 
-Metrics: ``rsky_indexer_agg_keys_total{table}`` aggregate rows upserted.
+Metrics: ``rsky_indexing_agg_keys_total{table}`` aggregate rows upserted.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from prometheus_client import Counter
 
 from .plugin import AggDelta
 
-AGG_KEYS = Counter("rsky_indexer_agg_keys_total", "aggregate rows upserted (one per key per batch)", ["table"])
+AGG_KEYS = Counter("rsky_indexing_agg_keys_total", "aggregate rows upserted (one per key per batch)", ["table"])
 
 COLUMNS: dict[str, tuple[str, list[str]]] = {
     "post_agg": ("uri", ["likeCount", "replyCount", "repostCount", "quoteCount"]),

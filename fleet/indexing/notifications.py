@@ -6,7 +6,7 @@ thread the recipient muted. Here a batch collects both and ``flush`` applies the
 ``DELETE`` and one multi-row ``INSERT``; a delete also cancels the notifications the same batch
 queued for that record, so the result equals applying each event in turn.
 
-Metrics: ``rsky_indexer_notifications_total{op}`` (op = insert, delete, muted).
+Metrics: ``rsky_indexing_notifications_total{op}`` (op = insert, delete, muted).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from prometheus_client import Counter
 
 from .plugin import Notif
 
-NOTIFS = Counter("rsky_indexer_notifications_total", "notifications written or deleted", ["op"])
+NOTIFS = Counter("rsky_indexing_notifications_total", "notifications written or deleted", ["op"])
 
 
 class NotifBuffer:
