@@ -383,6 +383,9 @@ class Master:
             if not self.drain_killed and now >= self.drain_deadline:
                 self.log.warning("drain_timeout", left=[c.spec.name for c in self.children.values() if c.alive])
                 self._kill_all()
+            if self.wd_interval and now >= self.wd_next:  # the drain is bounded by its own deadline
+                notify.notify("WATCHDOG=1")
+                self.wd_next = now + self.wd_interval
             return
         self._roll(now)
         self._notify(now)
