@@ -19,7 +19,7 @@ Supervisor metrics (master process):
 | ``rsky_supervisor_heartbeat_age_seconds`` | gauge | ``child`` | time since the child's last heartbeat |
 | ``rsky_supervisor_events_per_second`` | gauge | | events/s summed over children's heartbeat counters |
 
-Child metrics: ``rsky_child_heartbeats_total`` (counter) plus whatever the role registers.
+Children serve whatever their role registers (plus the client library's process metrics).
 """
 
 from __future__ import annotations
