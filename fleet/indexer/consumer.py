@@ -1,0 +1,379 @@
+"""One shard's loop: read a batch, apply it in one transaction, commit, then acknowledge.
+
+Shard k is the only consumer (``shard-<k>``) of group ``indexer`` on its live and backfill
+streams (DESIGN.md "Delivery"). The loop:
+
+1. On start: create the groups at id 0 (MKSTREAM), take over entries pending on any other
+   consumer name of the group, check the group (``groupcheck``), then re-read its own pending
+   entries (id ``0``) before new ones (``>``).
+2. Read up to ``batch_size`` entries. Live has priority, but backfill is always offered a
+   quarter of each batch when it has entries, so a busy firehose cannot starve it.
+3. Parse each entry's ``event`` JSON; an entry that does not parse is dead-lettered at once
+   (retrying cannot fix it).
+4. Apply the events in ONE transaction with ``indexer.apply_batch(conn, events)``, which
+   returns the events it rolled back to a savepoint. If the whole transaction raises:
+   transient database trouble (connection lost, pool timeout, deadlock) keeps the batch in hand
+   and retries it after a backoff (it is not re-read, so it is not counted as a delivery); any
+   other error bisects the batch so one poison event cannot fail its neighbours.
+5. After COMMIT, XACK+XDEL the applied entries. Failed ones stay pending and are re-read
+   later; once XPENDING counts ``max_deliveries`` deliveries they go to the dead-letter stream.
+
+A crash anywhere replays at most the batch in hand; the indexing is idempotent, so a replay
+changes nothing. On ``stopping`` the batch in hand is finished and acknowledged, then the loop
+returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+import redis.exceptions
+import ujson
+from psycopg_pool import PoolTimeout
+
+from .. import streams
+from ..db.pool import record_stats
+from ..log import Logger
+from . import metrics as m
+from .deadletter import ack, dead_letter
+from .groupcheck import check_group, heal
+
+GROUP_CHECK_INTERVAL_S = 10.0
+RETRY_BASE_S = 0.2
+RETRY_MAX_S = 5.0
+DB_BACKOFF_MAX_S = 10.0
+MAX_TX_RETRIES = 5  # deadlock / serialization retries of a whole batch before bisecting
+
+
+@dataclass
+class Entry:
+    stream: str
+    id: str
+    fields: dict[bytes, bytes] | None
+    event: dict[str, Any] | None = None
+
+
+class Abandoned(Exception):
+    """The batch in hand could not be applied before stopping; it stays pending."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Errors that say nothing about the events: retry the same batch later, whole."""
+    if isinstance(exc, PoolTimeout):
+        return True
+    if isinstance(exc, psycopg.OperationalError):
+        state = getattr(exc, "sqlstate", None)
+        # no sqlstate: the connection failed; 08: connection exception; 57P0x: server shutting down
+        return state is None or state.startswith("08") or state.startswith("57P0")
+    return False
+
+
+def is_retryable_tx(exc: BaseException) -> bool:
+    """Deadlock or serialization failure (class 40): the same transaction may well succeed."""
+    state = getattr(exc, "sqlstate", None)
+    return isinstance(exc, psycopg.Error) and state is not None and state.startswith("40")
+
+
+def _time_of(ev: dict[str, Any]) -> float | None:
+    t = ev.get("time")
+    if not isinstance(t, str):
+        return None
+    try:
+        return dt.datetime.fromisoformat(t).timestamp()
+    except ValueError:
+        return None
+
+
+class ShardConsumer:
+    """The consume/apply/ack loop of one shard (see the module doc)."""
+
+    def __init__(
+        self,
+        redis: Any,
+        pool: Any,
+        indexer: Any,
+        shard: int,
+        shard_count: int,
+        *,
+        batch_size: int,
+        wait_ms: int,
+        max_deliveries: int,
+        stopping: asyncio.Event,
+        log: Logger,
+        self_heal: bool = True,
+        summary_interval_s: float = 60.0,
+    ) -> None:
+        self.redis = redis
+        self.pool = pool
+        self.indexer = indexer
+        self.shard = shard
+        self.label = str(shard)
+        self.streams = streams.indexer_streams(shard, shard_count)
+        self.live, self.backfill = self.streams
+        self.group = streams.INDEXER_GROUP
+        self.consumer = f"shard-{shard}"
+        self.batch_size = batch_size
+        self.wait_ms = wait_ms
+        self.max_deliveries = max_deliveries
+        self.stopping = stopping
+        self.log = log.bind(shard=shard)
+        self.self_heal = self_heal
+        self.summary_interval_s = summary_interval_s
+        self.retry_at: float | None = None  # when failed entries are due to be re-read
+        self.next_check = 0.0
+        self.stats = {"batches": 0, "events": 0, "failed": 0, "dead_lettered": 0}
+        self._summary_at = time.monotonic() + summary_interval_s
+        self._summary_base = dict(self.stats)
+
+    # -- setup -------------------------------------------------------------------------------
+
+    async def setup(self) -> None:
+        for s in self.streams:
+            try:
+                await self.redis.xgroup_create(s, self.group, id="0", mkstream=True)
+            except redis.exceptions.ResponseError as e:
+                if "BUSYGROUP" not in str(e):
+                    raise
+            await self._take_over_foreign_pending(s)
+
+    async def _take_over_foreign_pending(self, stream: str) -> None:
+        """Entries pending on another consumer name (a renamed or older consumer) become ours,
+        so the pending re-read processes them; they are never acknowledged unread."""
+        summary = await self.redis.xpending(stream, self.group)
+        for c in summary.get("consumers") or []:
+            name = c["name"].decode() if isinstance(c["name"], bytes) else c["name"]
+            if name == self.consumer:
+                continue
+            start = "0-0"
+            while True:
+                res = await self.redis.xautoclaim(stream, self.group, self.consumer, 0, start, count=1000)
+                start = res[0].decode() if isinstance(res[0], bytes) else res[0]
+                if start == "0-0":
+                    break
+            self.log.warning("pending_taken_over", stream=stream, from_consumer=name, entries=c["pending"])
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        await self.setup()
+        await self.check_groups()
+        await self.scan_pending()
+        while not self.stopping.is_set():
+            try:
+                now = time.monotonic()
+                if now >= self.next_check:
+                    await self.check_groups()
+                if self.retry_at is not None and now >= self.retry_at:
+                    self.retry_at = None
+                    await self.scan_pending()
+                    continue
+                entries = await self.read_new()
+                if entries:
+                    await self.process(entries)
+                self._maybe_summary()
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as e:
+                self.log.error("redis_unavailable", error=str(e))
+                await self._pause(1.0)
+            except Abandoned:
+                break
+        self.log.info("stopped", **self.stats)
+
+    async def _pause(self, seconds: float) -> None:
+        """Back off, but wake at once when the process is asked to stop."""
+        try:
+            await asyncio.wait_for(self.stopping.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
+
+    # -- reading -----------------------------------------------------------------------------
+
+    async def _xread(self, ids: dict[str, str], count: int, block: int | None = None) -> list[Entry]:
+        if count <= 0:
+            return []
+        res = await self.redis.xreadgroup(self.group, self.consumer, ids, count=count, block=block)
+        out = []
+        for stream, items in res or []:
+            name = stream.decode() if isinstance(stream, bytes) else stream
+            for eid, fields in items:
+                out.append(Entry(name, eid.decode() if isinstance(eid, bytes) else eid, fields or None))
+        return out
+
+    async def read_new(self) -> list[Entry]:
+        """Up to ``batch_size`` new entries, live first, backfill offered a quarter."""
+        n = self.batch_size
+        quota = max(1, n // 4)
+        bf = await self._xread({self.backfill: ">"}, quota)
+        live = await self._xread({self.live: ">"}, n - len(bf))
+        if len(bf) == quota and len(bf) + len(live) < n:
+            bf += await self._xread({self.backfill: ">"}, n - len(bf) - len(live))
+        if bf or live:
+            return live + bf
+        # Both empty: wait for either (COUNT applies per stream).
+        return await self._xread({self.live: ">", self.backfill: ">"}, max(1, n // 2), block=max(self.wait_ms, 1))  # BLOCK 0 would never return
+
+    async def scan_pending(self) -> None:
+        """Re-read this consumer's pending entries (id 0 onwards) and process them."""
+        for stream in self.streams:
+            cursor = "0"
+            while not self.stopping.is_set():
+                entries = await self._xread({stream: cursor}, self.batch_size)
+                if not entries:
+                    break
+                cursor = entries[-1].id
+                await self.process(entries)
+
+    # -- one batch ---------------------------------------------------------------------------
+
+    async def process(self, entries: list[Entry]) -> None:
+        t0 = time.monotonic()
+        good: list[Entry] = []
+        for e in entries:
+            if e.fields is None:
+                # Pending but deleted from the stream: nothing left to apply.
+                self.log.warning("pending_entry_vanished", stream=e.stream, id=e.id)
+                await ack(self.redis, self.group, e.stream, [e.id])
+                continue
+            raw = e.fields.get(b"event", e.fields.get("event"))  # type: ignore[call-overload]
+            try:
+                if raw is None:
+                    raise ValueError("entry has no 'event' field")
+                ev = ujson.loads(raw)
+                if not isinstance(ev, dict) or not isinstance(ev.get("type"), str):
+                    raise ValueError("event is not an object with a 'type'")
+            except ValueError as exc:
+                await self._dead_letter(e, f"bad entry: {exc}", 1, "bad_entry")
+                continue
+            e.event = ev
+            good.append(e)
+        if good:
+            failures = await self.apply([e.event for e in good])  # type: ignore[misc]
+            applied = [e for i, e in enumerate(good) if i not in failures]
+            now = time.time()
+            for s in self.streams:
+                await ack(self.redis, self.group, s, [e.id for e in applied if e.stream == s])
+            for e in applied:
+                m.EVENTS.labels(self.label, e.event["type"]).inc()  # type: ignore[index]
+                if e.stream == self.live:
+                    t = _time_of(e.event)  # type: ignore[arg-type]
+                    if t is not None:
+                        m.COMMIT_LAG.labels(self.label).observe(max(0.0, now - t))
+            if failures:
+                await self._handle_failures([(good[i], exc) for i, exc in sorted(failures.items())])
+            self.stats["events"] += len(applied)
+        self.stats["batches"] += 1
+        m.BATCHES.labels(self.label).inc()
+        m.BATCH_SECONDS.labels(self.label).observe(time.monotonic() - t0)
+        record_stats(self.pool)
+
+    async def apply(self, events: list[dict[str, Any]]) -> dict[int, BaseException]:
+        """Apply ``events``; returns {index: error} of those not applied."""
+        delay = 0.2
+        tx_retries = 0
+        while True:
+            try:
+                return await self._apply_chunk(events, 0, bisect=tx_retries >= MAX_TX_RETRIES)
+            except Exception as exc:
+                if is_transient(exc):
+                    m.BATCH_FAILURES.labels(self.label, "database").inc()
+                    self.log.error("database_unavailable", error=str(exc).strip(), retry_in=round(delay, 2))
+                elif is_retryable_tx(exc):
+                    tx_retries += 1
+                    m.BATCH_FAILURES.labels(self.label, "conflict").inc()
+                    self.log.warning("transaction_conflict", error=str(exc).strip(), attempt=tx_retries)
+                else:
+                    raise
+            if self.stopping.is_set():
+                self.log.warning("batch_abandoned", events=len(events), reason="stopping while the database fails")
+                raise Abandoned()
+            await self._pause(delay)
+            delay = min(delay * 2, DB_BACKOFF_MAX_S)
+
+    async def _apply_chunk(self, events: list[dict[str, Any]], base: int, bisect: bool) -> dict[int, BaseException]:
+        try:
+            async with self.pool.connection() as conn:
+                async with conn.transaction():
+                    failed = await self.indexer.apply_batch(conn, events)
+            return {base + i: exc for i, exc in failed}
+        except Exception as exc:
+            if is_transient(exc) or (is_retryable_tx(exc) and not bisect):
+                raise
+            m.BATCH_FAILURES.labels(self.label, "error").inc()
+            if len(events) == 1:
+                return {base: exc}
+            mid = len(events) // 2
+            self.log.warning("batch_bisected", events=len(events), error=repr(exc)[:300])
+            left = await self._apply_chunk(events[:mid], base, bisect)
+            right = await self._apply_chunk(events[mid:], base + mid, bisect)
+            return {**left, **right}
+
+    async def _handle_failures(self, failed: list[tuple[Entry, BaseException]]) -> None:
+        """Failed entries stay pending; those delivered ``max_deliveries`` times are dead-lettered."""
+        m.EVENT_FAILURES.labels(self.label).inc(len(failed))
+        self.stats["failed"] += len(failed)
+        async with self.redis.pipeline(transaction=False) as p:
+            for e, _ in failed:
+                p.xpending_range(e.stream, self.group, e.id, e.id, 1)
+            info = await p.execute()
+        most = 0
+        for (e, exc), rows in zip(failed, info):
+            deliveries = int(rows[0]["times_delivered"]) if rows else self.max_deliveries
+            error = f"{type(exc).__name__}: {exc}"
+            if deliveries >= self.max_deliveries:
+                await self._dead_letter(e, error, deliveries, "max_deliveries")
+            else:
+                most = max(most, deliveries)
+                self.log.warning("event_failed", stream=e.stream, id=e.id, deliveries=deliveries, error=error[:500])
+        if most:
+            due = time.monotonic() + min(RETRY_BASE_S * 2 ** (most - 1), RETRY_MAX_S)
+            self.retry_at = due if self.retry_at is None else min(self.retry_at, due)
+
+    async def _dead_letter(self, e: Entry, error: str, deliveries: int, reason: str) -> None:
+        await dead_letter(self.redis, self.group, e.stream, e.id, e.fields, error, deliveries)
+        m.DEAD_LETTERED.labels(self.label, reason).inc()
+        self.stats["dead_lettered"] += 1
+        self.log.error(
+            "dead_lettered", stream=e.stream, id=e.id, to=streams.dead_letter(e.stream), deliveries=deliveries, error=error[:500]
+        )
+
+    # -- watching ----------------------------------------------------------------------------
+
+    async def check_groups(self) -> None:
+        """Log loudly (and heal) a group that cannot deliver waiting entries; refresh gauges."""
+        self.next_check = time.monotonic() + GROUP_CHECK_INTERVAL_S
+        for s in self.streams:
+            st = await check_group(self.redis, s, self.group)
+            if st is None:
+                continue
+            m.PENDING.labels(self.label, s).set(st.pending)
+            m.GROUP_STUCK.labels(self.label, s).set(1 if st.stuck else 0)
+            if not st.stuck:
+                continue
+            self.log.error(
+                "group_stranded",
+                stream=s,
+                stranded=st.stranded,
+                length=st.length,
+                pending=st.pending,
+                last_delivered=st.last_delivered,
+                first_entry=st.first_id,
+                last_generated=st.last_generated,
+                hint="entries at or before last-delivered-id are not pending: XREADGROUP > will never deliver them",
+            )
+            if self.self_heal:
+                await heal(self.redis, s, self.group)
+                m.GROUP_HEALS.labels(self.label, s).inc()
+                self.log.warning("group_rewound", stream=s, to="0", reason="re-deliver stranded entries; indexing is idempotent")
+
+    def _maybe_summary(self) -> None:
+        now = time.monotonic()
+        if now < self._summary_at:
+            return
+        delta = {k: v - self._summary_base[k] for k, v in self.stats.items()}
+        self.log.info("summary", interval_s=self.summary_interval_s, **delta)
+        self._summary_base = dict(self.stats)
+        self._summary_at = now + self.summary_interval_s

@@ -1,0 +1,71 @@
+"""The indexer role: ``async def run(cfg, ctx)`` runs one consumer loop per shard in ``ctx.shards``.
+
+Everything is opened here, after the fork: one Redis client, one psycopg pool
+(``DB_POOL_SIZE`` connections, ``search_path`` = ``DATABASE_SCHEMA``), one identity resolver,
+one ``fleet.indexing.Indexer``. A test may inject its own indexer object (anything with
+``async apply_batch(conn, events) -> list[(index, exc)]``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from ..db.pool import open_pool
+from ..runtime import RoleContext
+from .consumer import ShardConsumer
+
+
+def make_indexer(cfg: Any, ctx: RoleContext, redis: Any) -> tuple[Any, Any]:
+    """The real indexer and its identity resolver (closed by the caller; may be None)."""
+    from ..indexing import Indexer
+    from ..indexing.context import IndexingContext
+
+    resolver = None
+    if cfg.INDEXER_RESOLVE_HANDLES:
+        from ..identity import DidResolver
+
+        resolver = DidResolver(cfg.PLC_URL, redis, cache_ttl_s=cfg.IDENTITY_CACHE_TTL_S)
+    ictx = IndexingContext(
+        cfg=cfg, redis=redis, resolver=resolver, log=ctx.log, shards=list(ctx.shards), shard_count=ctx.shard_count
+    )
+    return Indexer(ictx), resolver
+
+
+async def run(cfg: Any, ctx: RoleContext, indexer: Any = None) -> None:
+    """Consume ``ctx.shards`` until ``ctx.stopping`` is set; returns after the batches in hand."""
+    log = ctx.log
+    redis = aioredis.Redis.from_url(cfg.REDIS_URL, decode_responses=False)
+    pool = await open_pool(cfg.DATABASE_URL, cfg.DATABASE_SCHEMA, cfg.DB_POOL_SIZE, name=f"indexer-{ctx.instance}")
+    resolver = None
+    try:
+        if indexer is None:
+            indexer, resolver = make_indexer(cfg, ctx, redis)
+        consumers = [
+            ShardConsumer(
+                redis,
+                pool,
+                indexer,
+                k,
+                ctx.shard_count,
+                batch_size=cfg.INDEXER_BATCH_SIZE,
+                wait_ms=cfg.INDEXER_BATCH_WAIT_MS,
+                max_deliveries=cfg.INDEXER_MAX_DELIVERIES,
+                stopping=ctx.stopping,
+                log=log,
+                self_heal=cfg.INDEXER_SELF_HEAL,
+                summary_interval_s=cfg.SUMMARY_INTERVAL_S,
+            )
+            for k in ctx.shards
+        ]
+        log.info("indexer_started", shards=",".join(map(str, ctx.shards)), shard_count=ctx.shard_count)
+        async with asyncio.TaskGroup() as tg:
+            for c in consumers:
+                tg.create_task(c.run())
+    finally:
+        if resolver is not None:
+            await resolver.close()
+        await pool.close()
+        await redis.aclose()
