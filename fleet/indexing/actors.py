@@ -11,7 +11,8 @@ create / update / delete       ``actor_sync`` = (commit, rev) (``setCommitLastSe
 sync                           the same, with the CAR root as commit
 repo (backfill end of repo)    the same (ours: the official backfill creates no actor rows)
 identity                       :func:`index_handle` forced
-account, deleted               :func:`delete_actor` (``deleteActor`` + ``unindexActor``)
+account, deleted               nothing here: the facade runs ``fleet.indexing.unindex``
+                               (``deleteActor`` + ``unindexActor``) with its batch effects
 account, other                 ``actor.upstreamStatus`` (``updateActorStatus``): NULL when
                                active, else deactivated/suspended/takendown; only an existing
                                actor row is updated
@@ -29,17 +30,8 @@ stored lowercased, else NULL. An actor holding that handle already loses it (NUL
 ``actor_sync`` never goes back to an older ``repoRev``, so a replayed or late (backfill) event
 changes nothing.
 
-**Account deletion** (ours vs official): the official asks the PDS (getLatestCommit) whether
-the repo is really gone; we trust the #account event. Rows are removed from exactly the tables
-the official ``unindexActor`` clears (so ``feed_item``, ``quote``, ``verification``,
-``starter_pack``, ``post_agg`` rows stay, as there), but unlike the official we also apply the
-aggregate deltas of the removed follows, likes, reposts and posts, so no count is left stale
-(DESIGN.md, Aggregates). The facade must have applied every earlier event of the batch before
-calling :func:`on_event` with a deletion (it is a barrier), and pass its batch buffers
-(``aggs``, ``notifs``) so queued notifications of the account are dropped too.
-
 Metrics: ``rsky_indexer_actor_events_total{kind}`` (kind: handle_resolved, handle_skipped,
-handle_failed, status, deleted, status_unknown).
+handle_failed, status, status_unknown).
 """
 
 from __future__ import annotations
@@ -51,8 +43,6 @@ from prometheus_client import Counter
 from psycopg.rows import dict_row
 
 from ..identity.did import DidError, handle_from_doc, pds_endpoint, signing_key
-from .aggregates import AggBuffer
-from .plugin import AggDelta
 
 ACTOR_EVENTS = Counter("rsky_indexer_actor_events_total", "actor-level effects of stream events", ["kind"])
 
@@ -66,7 +56,7 @@ class IdentityUnavailable(Exception):
     """The DID document is missing or lacks a handle, PDS or key: the official writes nothing."""
 
 
-async def on_event(tx: Any, ev: dict, ctx: Any, aggs: AggBuffer | None = None, notifs: Any = None) -> None:
+async def on_event(tx: Any, ev: dict, ctx: Any) -> None:
     """Apply the actor-level effects of one stream event (see the module table)."""
     t = ev.get("type")
     did = ev.get("did")
@@ -83,9 +73,7 @@ async def on_event(tx: Any, ev: dict, ctx: Any, aggs: AggBuffer | None = None, n
         if isinstance(time, str):
             await index_handle(tx, did, time, ctx, force=True)
     elif t == "account":
-        if not ev.get("active") and ev.get("status") == "deleted":
-            await delete_actor(tx, did, aggs=aggs, notifs=notifs)
-        else:
+        if ev.get("active") or ev.get("status") != "deleted":
             await update_actor_status(tx, did, bool(ev.get("active")), ev.get("status"), ctx)
 
 
@@ -185,61 +173,3 @@ async def update_actor_status(tx: Any, did: str, active: bool, status: Any, ctx:
         return
     await tx.execute('UPDATE actor SET "upstreamStatus" = %s WHERE did = %s', (upstream, did))
     ACTOR_EVENTS.labels("status").inc()
-
-
-# Tables ``unindexActor`` clears by creator, in its order. Deltas for the counted ones.
-_BY_CREATOR = ("profile", "follow", "repost", "like", "feed_generator", "labeler", "list_item",
-               "reference_list_opt_out", "list", "actor_block", "list_block")
-_POST_EMBEDS = ("post_embed_image", "post_embed_external", "post_embed_record", "post_embed_video",
-                "post_embed_gallery_image")
-
-
-async def unindex_actor(tx: Any, did: str) -> list[AggDelta]:
-    """``unindexActor``: remove the account's indexed rows; returns the aggregate deltas."""
-    deltas: list[AggDelta] = []
-    for table in _BY_CREATOR:
-        if table == "follow":
-            cur = await tx.execute('DELETE FROM follow WHERE creator = %s RETURNING "subjectDid"', (did,))
-            for (subject,) in await cur.fetchall():
-                deltas.append(AggDelta("profile_agg", subject, "followersCount", -1))
-                deltas.append(AggDelta("profile_agg", did, "followsCount", -1))
-        elif table in ("like", "repost"):
-            cur = await tx.execute(f'DELETE FROM "{table}" WHERE creator = %s RETURNING subject', (did,))  # noqa: S608
-            col = "likeCount" if table == "like" else "repostCount"
-            for (subject,) in await cur.fetchall():
-                deltas.append(AggDelta("post_agg", subject, col, -1))
-        else:
-            await tx.execute(f'DELETE FROM "{table}" WHERE creator = %s', (did,))  # noqa: S608 (constant names)
-    for table in _POST_EMBEDS:
-        await tx.execute(
-            f'DELETE FROM {table} WHERE "postUri" IN (SELECT uri FROM post WHERE creator = %s)', (did,)  # noqa: S608
-        )
-    cur = await tx.execute('DELETE FROM post WHERE creator = %s RETURNING "replyParent", "violatesThreadGate"', (did,))
-    for parent, violates in await cur.fetchall():
-        deltas.append(AggDelta("profile_agg", did, "postsCount", -1))
-        if parent and not violates:
-            deltas.append(AggDelta("post_agg", parent, "replyCount", -1))
-    await tx.execute("DELETE FROM thread_gate WHERE creator = %s", (did,))
-    await tx.execute("DELETE FROM post_gate WHERE creator = %s", (did,))
-    await tx.execute("DELETE FROM notification WHERE author = %s", (did,))
-    await tx.execute(
-        'DELETE FROM duplicate_record WHERE "duplicateOf" IN (SELECT uri FROM record WHERE did = %s)', (did,)
-    )
-    await tx.execute("DELETE FROM record WHERE did = %s", (did,))
-    return deltas
-
-
-async def delete_actor(tx: Any, did: str, aggs: AggBuffer | None = None, notifs: Any = None) -> None:
-    """``deleteActor``: drop the actor row, unindex its records, drop its notifications."""
-    await tx.execute("DELETE FROM actor WHERE did = %s", (did,))
-    deltas = await unindex_actor(tx, did)
-    await tx.execute("DELETE FROM notification WHERE did = %s", (did,))
-    if notifs is not None and hasattr(notifs, "pending"):
-        notifs.pending = [n for n in notifs.pending if n.author != did and n.did != did]
-    if aggs is not None:
-        aggs.extend(deltas)
-    elif deltas:
-        own = AggBuffer()
-        own.extend(deltas)
-        await own.flush(tx)
-    ACTOR_EVENTS.labels("deleted").inc()
