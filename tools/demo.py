@@ -12,8 +12,9 @@
 5. prints the rows indexed per table next to the official AppView's rows for the same corpus,
    then drains the fleet (SIGTERM) and stops everything.
 
-Exit 0 when the fleet drained within ``--timeout``; 1 otherwise (the tail of the fleet's log is
-printed); 69 when a server binary is missing.
+Exit 0 when the fleet drained within ``--timeout`` with rows indexed and no dead letter; 1
+otherwise (with the tail of the fleet's log, or the dead-letter count); 69 when a server binary
+is missing.
 """
 
 from __future__ import annotations
@@ -133,6 +134,17 @@ def summary(ours: dict[str, int], official: dict[str, int]) -> str:
     return "\n".join(lines)
 
 
+def dead_lettered(redis_url: str) -> int:
+    """Entries in every dead-letter stream (``<stream>:dlq``)."""
+    import redis
+
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        return sum(r.xlen(k) for k in r.scan_iter(match="*" + streams.DEAD_LETTER_SUFFIX, _type="stream"))
+    finally:
+        r.close()
+
+
 def stop(proc: subprocess.Popen | None, timeout: float) -> None:
     if proc is None or proc.poll() is not None:
         return
@@ -225,7 +237,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\ndemo: not drained after {a.timeout:g}s; last lines of {fleet_log}:\n{tail(fleet_log)}", file=sys.stderr)
             return 1
         print(f"\ndemo: everything indexed in {took:.1f}s. Rows per table:\n", flush=True)
-        print(summary(counts(pg.url), official_counts(a.corpus)), flush=True)
+        ours = counts(pg.url)
+        print(summary(ours, official_counts(a.corpus)), flush=True)
+        dead = dead_lettered(rds.url)
+        if dead or not any(ours.values()):
+            print(f"\ndemo: {dead} entries were dead-lettered, {sum(ours.values())} rows indexed: the fleet is not "
+                  f"healthy; see {fleet_log} (journal lines at <3>) and the dead-letter streams", file=sys.stderr)
+            return 1
         return 0
     except KeyboardInterrupt:
         print("\ndemo: interrupted", file=sys.stderr)
