@@ -138,8 +138,12 @@ async def index_handle(tx: Any, did: str, time: str, ctx: Any, force: bool = Fal
             ACTOR_EVENTS.labels("handle_skipped").inc()  # a replayed or late event
             return
     resolver = getattr(ctx, "resolver", None)
-    if resolver is None:
+    if resolver is None or not hasattr(resolver, "resolve_handle"):
+        # ctx.resolver must be a fleet.identity.resolver.IdentityResolver (DID docs + handles)
         ACTOR_EVENTS.labels("handle_failed").inc()
+        log = getattr(ctx, "log", None)
+        if log is not None:
+            log.warning("handle_not_indexed", did=did, reason="no_handle_resolver")
         return
     try:
         handle = await verified_handle(resolver, did, fresh=force)
