@@ -25,9 +25,9 @@ def make_indexer(cfg: Any, ctx: RoleContext, redis: Any) -> tuple[Any, Any]:
 
     resolver = None
     if cfg.INDEXER_RESOLVE_HANDLES:
-        from ..identity import DidResolver
+        from ..identity.resolver import from_config
 
-        resolver = DidResolver(cfg.PLC_URL, redis, cache_ttl_s=cfg.IDENTITY_CACHE_TTL_S)
+        resolver = from_config(cfg, redis)  # PLC_URL, HANDLE_RESOLVER_URL, Redis cache
     ictx = IndexingContext(
         cfg=cfg, redis=redis, resolver=resolver, log=ctx.log, shards=list(ctx.shards), shard_count=ctx.shard_count
     )
