@@ -15,7 +15,7 @@ Every def compiles once, on first use of its collection (``warm()`` compiles all
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from fleet.indexing.lexicon.compile import Checker, Invalid
 from fleet.indexing.lexicon.registry import LexiconError, Registry, load_documents
@@ -80,6 +80,19 @@ def validate(collection: str, record: dict[str, Any]) -> None:
         raise InvalidRecord(f"{collection}: {e.message} at {e.where()}") from None
 
 
+def validator_for(collection: str) -> Callable[[dict[str, Any]], None]:
+    """``Plugin.validate`` for one collection: ``validator_for("app.bsky.feed.like")(record)``."""
+    fn = _checker(collection)
+
+    def check(record: dict[str, Any]) -> None:
+        try:
+            fn(record)
+        except Invalid as e:
+            raise InvalidRecord(f"{collection}: {e.message} at {e.where()}") from None
+
+    return check
+
+
 def matches(collection: str, record: Any) -> bool:
     """True when ``record`` passes the collection's lexicon (the official ``matchesSchema``)."""
     fn = _checkers.get(collection) or _checker(collection)
@@ -90,4 +103,4 @@ def matches(collection: str, record: Any) -> bool:
     return True
 
 
-__all__ = ["COLLECTIONS", "InvalidRecord", "LexiconError", "matches", "validate", "warm"]
+__all__ = ["COLLECTIONS", "InvalidRecord", "LexiconError", "matches", "validate", "validator_for", "warm"]
