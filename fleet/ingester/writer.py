@@ -4,9 +4,9 @@ One :class:`StreamWriter` per subscription (relay or labeler). The reader hands 
 (``add``) and, after each frame, the frame's ``seq`` (``advance``). A batch is written when it
 holds ``batch_size`` entries or its first entry is ``batch_ms`` old, as
 
-    MULTI; XADD <stream> <id> event <json> ...; SET <cursor key> <seq>; [XLEN <stream> ...]; EXEC
+    XADD <stream> <id> event <json> ...; SET <cursor key> <seq>; [XLEN <stream> ...]
 
-so the cursor is never ahead of what the streams hold, and never behind a written window: a
+in one Lua script call (``batchscript.py``; atomic like MULTI/EXEC, one reply), so the cursor is never ahead of what the streams hold, and never behind a written window: a
 crash before EXEC writes nothing, after it writes both. Entry ids are ``<seq>-<n>`` (n = the
 event's index in its frame) when the writer is the only one feeding its streams: Redis then
 refuses an id it has passed, a second guard against replays (and the one that still holds on
@@ -30,11 +30,10 @@ import asyncio
 import time
 from typing import Any
 
-from redis.exceptions import ResponseError
-
 from ..log import Logger
 from . import metrics as m
 from .backoff import Backoff
+from .batchscript import write_batch
 
 
 class StreamWriter:
@@ -151,38 +150,27 @@ class StreamWriter:
     async def _write_once(self, entries: list[tuple[str, str, str]], seq: int | None) -> None:
         t0 = time.perf_counter()
         now = time.monotonic()
-        pipe = self.redis.pipeline(transaction=True)
         grown = self._grown
-        for stream, entry_id, text in entries:
-            pipe.xadd(stream, {"event": text}, id=entry_id)
+        for stream, _id, _text in entries:
             grown[stream] += 1
         # lengths only grow through us between checks: check at once when our estimate crosses the mark
         check = self.paused or now - self._last_check >= self.check_interval or any(
             self.lengths.get(s, 0) + n > self.high_water for s, n in grown.items())
-        if seq is not None:
-            pipe.set(self.cursor_key, seq)
-        if check:
-            for s in self.watch:
-                pipe.xlen(s)
-        results = await pipe.execute(raise_on_error=False)
+        watch = self.watch if check else []
+        refused, lengths = await write_batch(self.redis, self.cursor_key, watch, entries, seq)
         retry = []
-        for (stream, entry_id, text), r in zip(entries, results):
-            if isinstance(r, ResponseError):
-                if "equal or smaller" not in str(r):
-                    raise r
-                entry_seq = int(entry_id.split("-", 1)[0]) if entry_id != "*" else None
-                if self.started_from is not None and entry_seq is not None and entry_seq <= self.started_from:
-                    m.DUPLICATES.labels(self.source).inc()
-                else:
-                    retry.append((stream, text))
+        for i in refused:
+            stream, entry_id, text = entries[i]
+            entry_seq = int(entry_id.split("-", 1)[0]) if entry_id != "*" else None
+            if self.started_from is not None and entry_seq is not None and entry_seq <= self.started_from:
+                m.DUPLICATES.labels(self.source).inc()
+            else:
+                retry.append((stream, text))
         if retry:
             m.ID_CONFLICTS.labels(self.source).inc(len(retry))
             self.log.error("stream_id_conflict", source=self.source, entries=len(retry), cursor=self.started_from,
                            hint="the stream holds ids above this relay's seq: another writer or a relay reset")
-            pipe = self.redis.pipeline(transaction=True)
-            for stream, text in retry:
-                pipe.xadd(stream, {"event": text})
-            await pipe.execute()
+            await write_batch(self.redis, self.cursor_key, [], [(s_, "*", t_) for s_, t_ in retry], seq)
         if seq is not None:
             self.durable = seq
             m.CURSOR.labels(self.source).set(seq)
@@ -193,8 +181,7 @@ class StreamWriter:
             m.BATCH_SECONDS.observe(time.perf_counter() - t0)
         if check:
             self._last_check = now
-            lengths = results[len(results) - len(self.watch):]
-            self._set_lengths(dict(zip(self.watch, (int(x) for x in lengths))))
+            self._set_lengths(dict(zip(self.watch, lengths)))
         elif not self._ready.is_set() and not self.paused:
             self._ready.set()  # a write succeeded after errors
         self._publish_tallies()
