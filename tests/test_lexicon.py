@@ -506,6 +506,14 @@ def test_validator_for_a_collection_is_a_plugin_validate_function() -> None:
         check(like(createdAt="yesterday"))
 
 
+def test_chat_declaration_is_not_checked_on_write_but_still_matched_for_promotion() -> None:
+    bad = {"$type": "chat.bsky.actor.declaration", "allowIncoming": 1}
+    validate("chat.bsky.actor.declaration", bad)  # the official plugin disables assertValidRecord
+    lexicon.validator_for("chat.bsky.actor.declaration")(bad)
+    assert not matches("chat.bsky.actor.declaration", bad)
+    assert matches("chat.bsky.actor.declaration", {"$type": "chat.bsky.actor.declaration", "allowIncoming": "all"})
+
+
 def test_unknown_collection_is_a_lexicon_error_not_an_invalid_record() -> None:
     with pytest.raises(LexiconError):
         validate("com.example.thing", {"$type": "com.example.thing"})

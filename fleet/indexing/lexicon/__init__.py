@@ -46,6 +46,11 @@ COLLECTIONS: tuple[str, ...] = (
     "com.germnetwork.declaration",
 )
 
+# Collections whose plugin switches the create/update check off (chat-declaration.js:
+# ``processor.assertValidRecord = () => null``): validate() accepts any record there, while
+# matches() still answers with the lexicon, as the official ``matchesSchema`` does.
+UNCHECKED: frozenset[str] = frozenset({"chat.bsky.actor.declaration"})
+
 _registry: Registry | None = None
 _checkers: dict[str, Checker] = {}
 
@@ -71,9 +76,12 @@ def warm() -> None:
 def validate(collection: str, record: dict[str, Any]) -> None:
     """Raise :class:`InvalidRecord` (message names the path) unless ``record`` passes ``check``.
 
-    Raises :class:`LexiconError` for a collection outside :data:`COLLECTIONS`.
+    Raises :class:`LexiconError` for a collection outside :data:`COLLECTIONS`. Collections in
+    :data:`UNCHECKED` accept every record, as the official indexer does.
     """
     fn = _checkers.get(collection) or _checker(collection)
+    if collection in UNCHECKED:
+        return
     try:
         fn(record)
     except Invalid as e:
@@ -83,6 +91,8 @@ def validate(collection: str, record: dict[str, Any]) -> None:
 def validator_for(collection: str) -> Callable[[dict[str, Any]], None]:
     """``Plugin.validate`` for one collection: ``validator_for("app.bsky.feed.like")(record)``."""
     fn = _checker(collection)
+    if collection in UNCHECKED:
+        return lambda record: None
 
     def check(record: dict[str, Any]) -> None:
         try:
@@ -103,4 +113,4 @@ def matches(collection: str, record: Any) -> bool:
     return True
 
 
-__all__ = ["COLLECTIONS", "InvalidRecord", "LexiconError", "matches", "validate", "validator_for", "warm"]
+__all__ = ["COLLECTIONS", "UNCHECKED", "InvalidRecord", "LexiconError", "matches", "validate", "validator_for", "warm"]
