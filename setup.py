@@ -17,6 +17,7 @@ setup(
         "cbrrr>=1.1",
         "aiohttp>=3.9",
         "cryptography>=41",
+        "regex>=2023.0",
         "setproctitle>=1.3",
         "prometheus-client>=0.19",
         "sdnotify>=0.3",
