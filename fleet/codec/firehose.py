@@ -44,7 +44,7 @@ from typing import Any, Callable, Iterator
 import libipld
 
 from .atjson import RecordDecodeError, decode_record
-from .car import CarError, read_car, read_varint
+from .car import CarError, read_car
 
 cid_to_str = libipld.encode_cid  # 15x faster than base64.b32encode; same "b..." base32 text
 
@@ -118,28 +118,53 @@ def decode_message(msg: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
 def find_block(car: bytes, cid: bytes) -> bytes | None:
     """Raw bytes of the block ``cid`` in a CAR, without parsing the other blocks.
 
-    The CID is searched for as bytes; a hit counts only where a block starts there (a varint
-    length ends right before it), which a CID link inside another block cannot fake. Raises
-    :class:`FrameError` ``bad_cid`` when the block is there but does not hash to its CID.
+    The CID is searched for as bytes. A hit counts where a block starts there: a varint length
+    ends right before it and the bytes it frames hash to the CID. A CID *link* inside another
+    block is preceded by the 0x00 multibase byte, which no block length ends with. When a hit
+    is framed like a block but does not hash to its CID (a forged block, or framing that only
+    looked right), the whole CAR is parsed to decide. Raises :class:`FrameError` ``bad_cid``
+    (block present, wrong bytes) or ``bad_car``.
     """
-    n = len(cid)
+    if cid[:4] != _DAG_CBOR_SHA256 or len(cid) != 36:
+        raise FrameError("record CID is not a dag-cbor sha2-256 CIDv1", "bad_cid")
+    digest = cid[4:]
+    size_total = len(car)
+    sha256 = hashlib.sha256
+    suspicious = False
     p = car.find(cid)
     while p > 0:
-        for k in (1, 2, 3):
-            start = p - k
-            if start < 0:
-                break
-            try:
-                size, end = read_varint(car, start)
-            except CarError:
-                continue
-            if end == p and size > n and p + size <= len(car):
-                raw = car[p + n : p + size]
-                if not cid_matches(cid, raw):
-                    raise FrameError("block does not hash to its CID", "bad_cid")
-                return raw
+        if car[p - 1] != 0:
+            for k in (2, 1, 3):
+                start = p - k
+                if start < 0:
+                    continue
+                size = 0
+                shift = 0
+                i = start
+                while i < p:
+                    byte = car[i]
+                    size |= (byte & 0x7F) << shift
+                    shift += 7
+                    i += 1
+                    if byte < 0x80:
+                        break
+                if i != p or car[p - 1] >= 0x80 or size <= 36 or p + size > size_total:
+                    continue
+                raw = car[p + 36 : p + size]
+                if sha256(raw).digest() == digest:
+                    return raw
+                suspicious = True
         p = car.find(cid, p + 1)
-    return None
+    if not suspicious:
+        return None
+    try:
+        _roots, blocks = read_car(car)
+    except CarError as e:
+        raise FrameError(f"commit blocks: {e}", "bad_car") from None
+    raw = blocks.get(cid)
+    if raw is not None and not cid_matches(cid, raw):
+        raise FrameError("block does not hash to its CID", "bad_cid")
+    return raw
 
 
 def cid_matches(cid: bytes, raw: bytes) -> bool:

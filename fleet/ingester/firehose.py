@@ -82,6 +82,7 @@ class FirehoseHandler(SeqTracker):
         self.shard_count = shard_count
         self.streams = [shard_stream(FIREHOSE_LIVE, k, shard_count) for k in range(shard_count)]
         self.seq_ids = seq_ids
+        self._stream_of: dict[str, str] = {}  # did -> shard stream (sha256 per event is measurable)
         tally = writer.tally
         base_keep = collection_filter(collections)
         filtered_key = ("FILTERED",)
@@ -127,8 +128,14 @@ class FirehoseHandler(SeqTracker):
             ev_tally = writer.events_tally
             n_shards = self.shard_count
             streams = self.streams
+            stream_of = self._stream_of
             for n, ev in enumerate(events):
-                stream = streams[0] if n_shards == 1 else streams[shard(ev["did"], n_shards)]
+                did = ev["did"]
+                stream = stream_of.get(did)
+                if stream is None:
+                    if len(stream_of) >= 200_000:
+                        stream_of.clear()
+                    stream = stream_of[did] = streams[shard(did, n_shards)]
                 add(stream, f"{seq}-{n}" if self.seq_ids else "*", dumps(ev))
                 ev_tally[(ev["type"], ev.get("collection", ""))] += 1
         writer.advance(seq)
