@@ -339,3 +339,15 @@ def test_sigkill_with_two_relays_and_auto_ids_neither_loses_nor_duplicates_a_win
     for stream, rows in want.items():
         texts = collections.Counter(t for _i, t in got[stream])
         assert texts == collections.Counter({t: 2 for _i, t in rows}), stream
+
+
+def test_reconnect_backoff_doubles_up_to_the_cap_with_jitter_and_resets():
+    from fleet.ingester.backoff import Backoff
+
+    b = Backoff(base=0.25, cap=2.0)
+    delays = [b.next() for _ in range(8)]
+    for d, nominal in zip(delays, [0.25, 0.5, 1.0, 2.0, 2.0, 2.0, 2.0, 2.0]):
+        assert nominal * 0.5 <= d <= nominal
+    assert len(set(delays)) > 1
+    b.reset()
+    assert b.next() <= 0.25
