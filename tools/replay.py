@@ -210,8 +210,10 @@ class ReplayRelay:
         label_frames: list[bytes] | None = None,
         pds_endpoint: str | None = None,
         faults: Faults | None = None,
+        handles_as_recorded: bool = False,
     ) -> None:
         self.corpus_dir = corpus_dir
+        self.handles_as_recorded = handles_as_recorded
         self.host = host
         self.port = port
         self.pds_endpoint = pds_endpoint  # "self" -> DID documents point their PDS at this relay
@@ -577,7 +579,12 @@ class ReplayRelay:
 
     async def atproto_did(self, request: web.Request) -> web.StreamResponse:
         host = (request.headers.get("Host") or "").rsplit(":", 1)[0].lower()
-        did = (self.handles.get(host) or {}).get("resolvesTo")
+        # handles.json records both what a handle was created for (`did`) and what it answered
+        # after the seeding (`resolvesTo`, null once the account is gone). The official indexer
+        # resolved handles while the seeding ran, when each answered its `did`; serving that
+        # reproduces its actor table. `handles_as_recorded=True` serves `resolvesTo` instead.
+        entry = self.handles.get(host) or {}
+        did = entry.get("resolvesTo") if self.handles_as_recorded else entry.get("did")
         if not did:
             return web.Response(status=404, text="User not found", content_type="text/plain")
         return web.Response(text=did, content_type="text/plain")
