@@ -160,7 +160,7 @@ SETTINGS: list[Setting] = [
     Setting("INGESTER_RELAY_HOSTS", _list, "wss://bsky.network", "relays to subscribe to (subscribeRepos)"),
     Setting("INGESTER_LABELER_HOSTS", _list, "", "labelers to subscribe to (subscribeLabels)"),
     Setting("INGESTER_START_CURSOR", _cursor, "live", "first start without a stored cursor: 'live' or a seq"),
-    Setting("INGESTER_COLLECTIONS", _list, "app.bsky.*,chat.bsky.*", "collections kept (prefix* or exact NSID)"),
+    Setting("INGESTER_COLLECTIONS", _list, "app.bsky.*,chat.bsky.*,com.germnetwork.declaration", "collections kept (prefix* or exact NSID); the default is every collection the official indexer handles"),
     Setting("INGESTER_BATCH_SIZE", _int(1), "500", "events per Redis pipeline"),
     Setting("INGESTER_BATCH_MS", _int(1), "50", "longest wait before a partial batch is written"),
     Setting("INGESTER_HIGH_WATER_MARK", _int(1), "200000", "stream length above which the ingester stops reading"),

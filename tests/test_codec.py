@@ -219,3 +219,25 @@ def test_a_cid_link_inside_another_block_is_not_mistaken_for_the_record_block():
 def test_frames_file_splitting_refuses_truncation():
     with pytest.raises(FrameError):
         list(iter_frames_file(b"\x00\x00\x00\x10abc"))
+
+
+def test_a_commit_whose_ops_are_all_filtered_still_yields_its_commit_as_a_sync_event():
+    # The official indexer sets actor_sync and re-checks the handle for every op, whatever
+    # its collection; a commit of only com.example.* records must keep that much.
+    from fleet.codec.firehose import collection_filter, iter_frames_file, message_events
+
+    keep = collection_filter(["app.bsky.*", "chat.bsky.*"])
+    with open(os.path.join(CORPUS, "small", "firehose.frames"), "rb") as f:
+        data = f.read()
+    found = 0
+    for msg in iter_frames_file(data):
+        t, seq, unfiltered = message_events(msg)
+        if t != "#commit" or not unfiltered:
+            continue
+        if any(keep(e["collection"]) for e in unfiltered):
+            continue
+        _, _, events = message_events(msg, keep)
+        assert events == [{"type": "sync", "seq": seq, "time": unfiltered[0]["time"], "did": unfiltered[0]["did"],
+                           "commit": unfiltered[0]["commit"], "rev": unfiltered[0]["rev"]}]
+        found += 1
+    assert found >= 3  # the small corpus has com.example.* commits

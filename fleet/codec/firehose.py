@@ -217,6 +217,11 @@ def commit_events(
             continue
         wanted.append((op, collection, rkey))
     if not wanted:
+        # The official indexer records the commit (actor_sync) and re-checks the handle for
+        # every op, indexed collection or not. When the filter dropped every op, keep that
+        # much as a sync event so the account's commit rev stays exact.
+        if ops and keep is not None:
+            return [{"type": "sync", **base}]
         return []
     out = []
     for op, collection, rkey in wanted:
