@@ -342,3 +342,69 @@ def test_full_output_stream_pauses_the_fetcher_until_it_drains(redis_url):
     paused_len, pending = asyncio.run(go())
     assert paused_len <= 1100 and pending == 1
     assert stats(r)["records"] == 2000
+
+
+def test_event_texts_equal_the_dumped_event_dict_and_keep_link_and_bytes_apart():
+    import cbrrr
+
+    from fleet.codec.atjson import dumps
+    from fleet.fetcher.events import create_event_texts, event_head, repo_event_text
+
+    link = cbrrr.CID(b"\x01\x71\x12\x20" + bytes(range(32)))
+    recs = {
+        "app.bsky.feed.post/3kabc": {"$type": "app.bsky.feed.post", "text": "é \"q\" / \u2028", "blob": {"$type": "blob", "ref": link, "size": 3}},
+        "app.bsky.feed.post/a:b~c.d-e_f": {"raw": b"\x00\x01\xff", "n": -5},
+        "com.example.other/1": {"x": 1},
+    }
+    car, info = build_repo(_did(1), recs, new_key())
+    commit, blocks = open_repo(car, _did(1))
+    head = event_head(_did(1), commit.cid_str, commit.rev, "2026-01-01T00:00:00.000Z")
+    texts = list(create_event_texts(blocks, commit.data, head, lambda c: c.startswith("app.bsky.")))
+    assert len(texts) == 2 and all(isinstance(t, bytes) for t in texts)
+    events = [json.loads(t) for t in texts]
+    for t, e in zip(texts, events):
+        assert list(e) == ["type", "seq", "time", "did", "commit", "rev", "collection", "rkey", "cid", "record"]
+        assert t.decode() == dumps(e)  # byte for byte what dumping the whole dict gives
+    by_rkey = {e["rkey"]: e for e in events}
+    assert by_rkey["3kabc"]["record"]["blob"]["ref"] == {"$link": link.encode()}
+    assert by_rkey["a:b~c.d-e_f"]["record"]["raw"] == {"$bytes": "AAH/"}
+    assert by_rkey["3kabc"]["record"]["text"] == "é \"q\" / \u2028"
+    assert json.loads(repo_event_text(head)) == {"type": "repo", "seq": SEQ_BACKFILL, "time": "2026-01-01T00:00:00.000Z",
+                                                 "did": _did(1), "commit": commit.cid_str, "rev": info["rev"]}
+
+
+def test_split_car_refuses_a_block_that_does_not_match_its_cid_and_a_truncated_car():
+    from fleet.fetcher.repo import split_car
+
+    car, _ = build_repo(_did(1), synthetic_records(30, _did(1)), new_key())
+    roots, blocks = split_car(car)
+    assert len(roots) == 1 and roots[0] in blocks and len(blocks) > 30
+    i = car.index(b"app.bsky.feed")
+    bad = car[:i] + b"APP" + car[i + 3 :]
+    with pytest.raises(RepoError) as e:
+        split_car(bad)
+    assert e.value.reason == "bad_block"
+    assert split_car(bad, verify_hashes=False)[0] == roots  # the check is what refuses it
+    for cut in (1, 5, len(car) // 2, len(car) - 1):
+        with pytest.raises(RepoError) as e:
+            split_car(car[:cut])
+        assert e.value.reason == "bad_car"
+
+
+def test_split_car_reads_blocks_with_other_cid_forms_through_the_general_path():
+    import hashlib
+
+    from fleet.fetcher.repo import split_car
+    from tools.synth_repo import write_car
+
+    raw = b"\xa1ax\x01"
+    sha = hashlib.sha256(raw).digest()
+    v1 = b"\x01\x71\x12\x20" + sha
+    odd = b"\x01\x80\x01\x12\x20" + sha  # CIDv1 with a two-byte codec varint
+    big = b"\xa1ax" + b"\x79\x01\x00" + b"y" * 256  # block over 127 bytes: two-byte length
+    car = write_car(v1, [(v1, raw), (odd, raw), (b"\x01\x71\x12\x20" + hashlib.sha256(big).digest(), big)])
+    roots, blocks = split_car(car)
+    assert roots == [v1] and blocks[odd] == raw and len(blocks) == 3
+    wrong = write_car(v1, [(b"\x01\x80\x01\x12\x20" + bytes(32), raw)])
+    with pytest.raises(RepoError, match="does not match"):
+        split_car(wrong)
