@@ -13,6 +13,10 @@ in it fails, that savepoint is rolled back and the batch is applied again one ev
 savepoint, so a poison event fails alone and its neighbours stay applied. Aggregate deltas and
 notifications are collected per event and written once at the end of the batch.
 
+Within the fast path, runs of simple events (like/repost/follow/block creates and deletes) are
+written with multi-row statements by ``bulk``; the rest goes event by event, in order
+(``bulk.segments``). ``Indexer(ctx, bulk=False)`` (or ``INDEXER_BULK=0``) turns that off.
+
 Record events go through their collection's plugin (``plugins``) via ``processor``; every
 event also goes to ``actors.on_event`` (actor rows, ``actor_sync``, account status, handles),
 label events to ``labels.apply_label``. A ``#account`` event with status ``deleted`` unindexes
@@ -30,6 +34,7 @@ from typing import Any, Callable, Optional
 import psycopg
 from prometheus_client import Counter
 
+from . import bulk as bulkmod
 from .context import IndexingContext
 from .plugin import InvalidRecord
 from .plugins import registry
@@ -61,12 +66,14 @@ def rejected(e: BaseException) -> bool:
 
 
 class Indexer:
-    def __init__(self, ctx: IndexingContext) -> None:
+    def __init__(self, ctx: IndexingContext, bulk: Optional[bool] = None) -> None:
         self.ctx = ctx
         self.log = ctx.log
         self.plugins = registry(ctx.log)
         self.on_actor_event = _optional("actors", "on_event")
         self.apply_label = _optional("labels", "apply_label")
+        cfg_bulk = getattr(ctx.cfg, "INDEXER_BULK", True) if ctx.cfg is not None else True
+        self.bulk = bool(cfg_bulk) if bulk is None else bulk
 
     async def apply_batch(self, conn: Any, events: list[dict[str, Any]]) -> list[tuple[int, BaseException]]:
         """Apply ``events`` in order inside the caller's transaction; returns the failed ones."""
@@ -76,8 +83,11 @@ class Indexer:
             async with conn.transaction():
                 fx = Effects()
                 guards = await load_guards(conn, self._uris(events))
-                for ev in events:
-                    await self._apply_one(conn, ev, guards, fx)
+                if self.bulk:
+                    await self._apply_segments(conn, events, guards, fx)
+                else:
+                    for ev in events:
+                        await self._apply_one(conn, ev, guards, fx)
                 await fx.flush(conn)
             return []
         except Exception as e:  # noqa: BLE001 - any failure: retry one by one to isolate it
@@ -111,6 +121,26 @@ class Indexer:
                     guards.update(await load_guards(conn, [uri]))
         await fx.flush(conn)
         return errors
+
+    async def _apply_segments(self, conn: Any, events: list[dict[str, Any]], guards: dict[str, Guard], fx: Effects) -> None:
+        """Runs of simple events through ``bulk``, everything else one by one (``bulk.plan``)."""
+
+        async def one(ev: dict[str, Any]) -> None:
+            await self._apply_one(conn, ev, guards, fx)
+
+        env = bulkmod.Env(
+            plugins=self.plugins,
+            apply_one=one,
+            ctx=self.ctx,
+            actor_effects=self.on_actor_event is not None,
+            log=self.log,
+            count=lambda result: EVENTS.labels("record", result).inc(),
+        )
+        for step in await bulkmod.plan(conn, events, guards, self.plugins, env.actor_effects):
+            if step.bulk:
+                await bulkmod.apply_run(conn, step.events, guards, fx, env)
+            else:
+                await self._apply_one(conn, step.events[0], guards, fx)
 
     @staticmethod
     def _uri(ev: dict[str, Any]) -> Optional[str]:
@@ -150,7 +180,7 @@ class Indexer:
         if self.on_actor_event is not None:
             await self.on_actor_event(conn, ev, self.ctx)
         if t == "account" and ev.get("active") is False and ev.get("status") == "deleted":
-            await unindex_actor(conn, ev["did"], fx)
+            await unindex_actor(conn, ev["did"], fx, ev.get("seq"))
             EVENTS.labels("account_deleted", "ok").inc()
         elif t not in RECORD_TYPES:
             EVENTS.labels(t or "?", "ok" if self.on_actor_event else "unhandled").inc()

@@ -1,0 +1,526 @@
+"""The bulk fast path: runs of simple record events written with multi-row statements.
+
+The per-event processor (``processor.apply_record_event``) costs 3-6 round trips per event.
+Most of the firehose is likes, reposts, follows and blocks, whose writes are independent of
+each other except through two keys: the record's uri and its duplicate key (creator + subject).
+This module applies a run of such events with a fixed number of statements, and gives exactly
+the rows, aggregates and notifications that applying them one by one in order gives.
+
+**Simple event** (``simple``): a create or delete of a ``like``, ``repost``, ``follow`` or
+``block`` with a ``rev``, whose uri occurs once among the batch's record events, and whose
+rev-guard verdict (``processor.decide``, same guards as the per-event path) is ``create``,
+``delete`` or ``skip``. Anything else (updates, posts, gates, a uri seen twice in the batch,
+account events...) stays on the per-event path; ``segments`` cuts a batch into ordered runs of
+simple and other events, each applied fully before the next.
+
+**Why a chunk equals one-by-one.** Inside a chunk deletes are written first, then creates in
+event order (``INSERT ... SELECT ... ORDER BY ordinality``, so of two creates with one duplicate
+key the earlier wins and the later becomes its ``duplicate_record``, as in sequence). Events on
+different uris and duplicate keys commute. Two cases do not, and end a chunk (``_cut``):
+
+* a delete whose row has duplicates: it promotes one; that delete runs on the per-event path;
+* a delete of the row holding a duplicate key that an earlier create of the chunk also holds
+  (the create must become its duplicate first, then be promoted).
+
+After a cut the rest of the run re-reads its state (``_delete_state``), so the next chunk sees
+the effects of the previous one. Actor effects (``actor_sync`` and the handle check of
+``actors.on_event``) touch only actor tables, which the record writes do not read, so a chunk
+writes them after its records: one ``actor_sync`` upsert (per did the last commit of the
+highest rev, which is what the guarded upserts leave in sequence) and one ``actor`` read; an
+event whose actor row is due for a handle re-resolution calls ``actors.index_handle`` itself.
+
+Failures: any exception leaves the batch to the facade, which rolls back and re-applies it one
+event per savepoint on the per-event path, so a poison event fails alone as before.
+
+The row builders below mirror the plugins' ``insert`` functions (``plugins/like.py``,
+``repost.py``, ``follow.py``, ``block.py``); ``tests/test_bulk.py`` compares the two paths.
+
+Metrics: ``rsky_indexing_bulk_events_total{action}`` (create, delete, skip, invalid) events
+applied by the fast path; ``rsky_indexing_bulk_chunks_total`` chunks written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Optional
+
+from prometheus_client import Counter
+from psycopg.rows import dict_row
+
+from . import actors
+from .dates import normalize_datetime
+from .plugin import InvalidRecord, Plugin
+from .plugins._helpers import normalize_datetime_always
+from .plugins.like import subject_fields
+from .processor import Effects, Guard, decide, make_op
+
+BULK_EVENTS = Counter("rsky_indexing_bulk_events_total", "record events applied by the bulk fast path", ["action"])
+BULK_CHUNKS = Counter("rsky_indexing_bulk_chunks_total", "chunks written by the bulk fast path")
+
+LIKE, REPOST = "app.bsky.feed.like", "app.bsky.feed.repost"
+FOLLOW, BLOCK = "app.bsky.graph.follow", "app.bsky.graph.block"
+
+
+@dataclass(frozen=True)
+class Table:
+    """How one collection's rows are written in bulk (mirrors its plugin's ``insert``)."""
+
+    name: str  # quoted SQL table name (a constant)
+    columns: tuple[str, ...]  # inserted columns, quoted
+    key_column: str  # the duplicate key beside ``creator``
+    row: Callable[[Any], tuple[Any, ...]]  # RecordOp -> values in ``columns`` order
+    key: Callable[[dict[str, Any]], Any]  # record -> duplicate key value
+
+
+def _interaction_row(op: Any) -> tuple[Any, ...]:
+    s_uri, s_cid, v_uri, v_cid = subject_fields(op.record)
+    return (op.uri, op.cid, op.did, s_uri, s_cid, v_uri, v_cid, normalize_datetime(op.record.get("createdAt")), op.indexed_at)
+
+
+def _graph_row(op: Any) -> tuple[Any, ...]:
+    return (op.uri, op.cid, op.did, op.record.get("subject"), normalize_datetime_always(op.record.get("createdAt")), op.indexed_at)
+
+
+_INTERACTION_COLS = ("uri", "cid", "creator", "subject", '"subjectCid"', "via", '"viaCid"', '"createdAt"', '"indexedAt"')
+_GRAPH_COLS = ("uri", "cid", "creator", '"subjectDid"', '"createdAt"', '"indexedAt"')
+
+TABLES: dict[str, Table] = {
+    LIKE: Table('"like"', _INTERACTION_COLS, "subject", _interaction_row, lambda r: subject_fields(r)[0]),
+    REPOST: Table("repost", _INTERACTION_COLS, "subject", _interaction_row, lambda r: subject_fields(r)[0]),
+    FOLLOW: Table("follow", _GRAPH_COLS, '"subjectDid"', _graph_row, lambda r: r.get("subject")),
+    BLOCK: Table("actor_block", _GRAPH_COLS, '"subjectDid"', _graph_row, lambda r: r.get("subject")),
+}
+
+
+def uri_of(ev: dict[str, Any]) -> Optional[str]:
+    if ev.get("type") in ("create", "update", "delete") and ev.get("collection") and ev.get("rkey") is not None:
+        return f"at://{ev['did']}/{ev['collection']}/{ev['rkey']}"
+    return None
+
+
+# Per-event collections a pending simple event may be moved past (see ``commutes``): which
+# simple collections their writes and reads leave alone.
+_INTERACTIONS = frozenset((LIKE, REPOST))
+POST = "app.bsky.feed.post"
+_FREE = frozenset((
+    "app.bsky.actor.profile", "app.bsky.feed.generator", "app.bsky.graph.list", "app.bsky.graph.starterpack",
+    "app.bsky.labeler.service", "app.bsky.actor.status", "chat.bsky.actor.declaration",
+    "app.bsky.notification.declaration", "com.germnetwork.declaration",
+))  # fmt: skip
+_GATES = frozenset(("app.bsky.feed.threadgate", "app.bsky.feed.postgate"))
+
+
+def movable_past(ev: dict[str, Any], plugins: dict[str, Plugin], gated: Callable[[dict[str, Any]], bool]) -> frozenset[str]:
+    """The simple collections whose pending events may be applied after ``ev`` instead of before.
+
+    No post or gate code reads likes or blocks. A post delete or update removes the reposts'
+    ``feed_item`` rows of that post. Thread-gate rules read follows: a reply (create or
+    update) whose thread may have a gate (``gated``), and the gates themselves, keep follows
+    in order. The ``_FREE`` collections touch only their own tables. Anything else
+    (non-record events, other collections, simple collections on the per-event path) is a
+    barrier.
+    """
+    if ev.get("type") not in ("create", "update", "delete"):
+        return frozenset()
+    coll = ev.get("collection")
+    if coll in _FREE or (coll not in plugins and coll not in TABLES and coll not in _GATES and coll != POST):
+        return frozenset(TABLES)
+    if coll in _GATES:
+        return frozenset((LIKE, REPOST, BLOCK))
+    if coll == POST:
+        out = {LIKE, BLOCK}
+        if ev["type"] == "create":
+            out.add(REPOST)
+        if ev["type"] == "delete" or not gated(ev):
+            out.add(FOLLOW)
+        return frozenset(out)
+    return frozenset()
+
+
+def _reply_root(ev: dict[str, Any]) -> Any:
+    rec = ev.get("record")
+    reply = rec.get("reply") if isinstance(rec, dict) else None
+    root = reply.get("root") if isinstance(reply, dict) else None
+    return root.get("uri") if isinstance(root, dict) else None
+
+
+async def _gate_check(tx: Any, events: list[dict[str, Any]]) -> Callable[[dict[str, Any]], bool]:
+    """``gated(ev)``: may this post event evaluate a thread gate (its root has or gets one)?"""
+    if any(ev.get("collection") == "app.bsky.feed.threadgate" for ev in events):
+        return lambda ev: True
+    roots = sorted({r for ev in events if ev.get("collection") == POST and isinstance(r := _reply_root(ev), str)})
+    gates: set[str] = set()
+    if roots:
+        cur = await tx.execute('SELECT "postUri" FROM thread_gate WHERE "postUri" = ANY(%b)', (roots,))
+        gates = {r[0] for r in await cur.fetchall()}
+    return lambda ev: ev.get("type") == "update" or (_reply_root(ev) is not None and (not isinstance(_reply_root(ev), str) or _reply_root(ev) in gates))
+
+
+@dataclass
+class Step:
+    bulk: bool
+    events: list[dict[str, Any]]
+
+
+async def plan(
+    tx: Any, events: list[dict[str, Any]], guards: dict[str, Guard], plugins: dict[str, Plugin], actor_effects: bool
+) -> list[Step]:
+    """The order of application: runs of simple events (``bulk``) and single events.
+
+    Equal to applying ``events`` in order: a simple event is held back in the pending run and
+    applied after later per-event events only when it commutes with them (``movable_past``;
+    same account: the later event has a higher rev, or the same commit; no handle
+    re-resolution due for either account, which writes ``actor`` rows in event order).
+    """
+    counts: dict[str, int] = {}
+    uris = [uri_of(ev) for ev in events]
+    for u in uris:
+        if u is not None:
+            counts[u] = counts.get(u, 0) + 1
+    due = await _due_dids(tx, events) if actor_effects else set()
+    gated = await _gate_check(tx, events)
+    steps: list[Step] = []
+    pending: list[dict[str, Any]] = []
+    kinds: set[str] = set()
+    top: dict[str, tuple[str, Any]] = {}  # did -> (highest rev, its commit) among pending
+    blocked = False  # a pending event's account is due a handle re-resolution
+
+    def flush() -> None:
+        nonlocal blocked
+        if pending:
+            steps.append(Step(True, pending.copy()))
+            pending.clear()
+            kinds.clear()
+            top.clear()
+        blocked = False
+
+    for ev, uri in zip(events, uris):
+        if simple(ev, uri, counts, guards, plugins):
+            pending.append(ev)
+            kinds.add(ev["collection"])
+            t = top.get(ev["did"])
+            if t is None or ev["rev"] > t[0]:
+                top[ev["did"]] = (ev["rev"], ev.get("commit"))
+            elif ev["rev"] == t[0] and ev.get("commit") != t[1]:
+                top[ev["did"]] = (ev["rev"], object())  # two commits at one rev: nothing may pass
+            blocked = blocked or ev.get("did") in due
+            continue
+        if pending and not _passes(ev, kinds, top, blocked, due, plugins, gated):
+            flush()
+        steps.append(Step(False, [ev]))
+    flush()
+    return steps
+
+
+def _passes(
+    ev: dict[str, Any], kinds: set[str], top: dict[str, tuple[str, Any]], blocked: bool, due: set[str],
+    plugins: dict[str, Plugin], gated: Callable[[dict[str, Any]], bool],
+) -> bool:
+    if blocked or ev.get("did") in due or not kinds <= movable_past(ev, plugins, gated):
+        return False
+    t = top.get(ev.get("did"))  # type: ignore[arg-type]
+    if t is None:
+        return True
+    rev = ev.get("rev")
+    return isinstance(rev, str) and (rev > t[0] or (rev == t[0] and ev.get("commit") == t[1]))
+
+
+async def _due_dids(tx: Any, events: list[dict[str, Any]]) -> set[str]:
+    """Accounts of the batch whose handle check would re-resolve (no actor row, or a stale one)."""
+    dids = sorted({ev["did"] for ev in events if isinstance(ev.get("did"), str) and isinstance(ev.get("time"), str)})
+    if not dids:
+        return set()
+    rows = await _actor_rows(tx, dids)
+    return {
+        ev["did"] for ev in events
+        if isinstance(ev.get("did"), str) and isinstance(ev.get("time"), str)
+        and actors.needs_handle_reindex(rows.get(ev["did"]), ev["time"])
+    }  # fmt: skip
+
+
+def simple(
+    ev: dict[str, Any], uri: Optional[str], counts: dict[str, int], guards: dict[str, Guard], plugins: dict[str, Plugin]
+) -> bool:
+    """Can this event go through the bulk path (see the module docstring)?"""
+    if uri is None or counts.get(uri) != 1 or ev["collection"] not in TABLES or ev["collection"] not in plugins:
+        return False
+    if ev["type"] not in ("create", "delete") or not isinstance(ev.get("rev"), str):
+        return False
+    did = ev.get("did")
+    if not isinstance(did, str) or not did.startswith("did:"):
+        return False
+    return decide(ev, guards.get(uri) or Guard()) in ("create", "delete", "skip")
+
+
+ApplyOne = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+@dataclass
+class Env:
+    """What a run needs from the facade."""
+
+    plugins: dict[str, Plugin]
+    apply_one: ApplyOne  # the per-event path (record + actor effects) for one event
+    ctx: Any  # IndexingContext, for the handle check
+    actor_effects: bool  # the facade runs ``actors.on_event``
+    log: Any
+    count: Callable[[str], None]  # rsky_indexing_events_total{kind=record,result}
+
+
+async def apply_run(tx: Any, events: list[dict[str, Any]], guards: dict[str, Guard], fx: Effects, env: Env) -> None:
+    """Apply a run of simple events (from ``segments``) in order, in as few chunks as possible."""
+    rest = events
+    while rest:
+        state = await _delete_state(tx, [e for e in rest if _action(e, guards) == "delete"])
+        chunk, single, rest = _cut(rest, guards, state)
+        if chunk:
+            await _apply_chunk(tx, chunk, guards, fx, env)
+        if single is not None:
+            await env.apply_one(single)
+
+
+def _action(ev: dict[str, Any], guards: dict[str, Guard]) -> str:
+    return decide(ev, guards.get(uri_of(ev) or "") or Guard())
+
+
+def _dup_key(coll: str, did: str, value: Any) -> tuple[str, str, str]:
+    return (coll, did, value if isinstance(value, str) else repr(value))
+
+
+@dataclass
+class DeleteState:
+    key: Any  # the row's duplicate key value, None when no row holds the uri
+    has_dups: bool  # duplicate_record rows point to it (a delete would promote one)
+
+
+async def _delete_state(tx: Any, deletes: list[dict[str, Any]]) -> dict[str, DeleteState]:
+    """One query: for each uri to delete, its row's duplicate key and whether it has duplicates."""
+    if not deletes:
+        return {}
+    uris = [uri_of(e) for e in deletes]
+    cur = await tx.execute(
+        "SELECT u.uri, coalesce(l.subject, r.subject, f.\"subjectDid\", b.\"subjectDid\"), "
+        'EXISTS (SELECT 1 FROM duplicate_record d WHERE d."duplicateOf" = u.uri) '
+        'FROM unnest(%b::varchar[]) AS u(uri) LEFT JOIN "like" l ON l.uri = u.uri '
+        "LEFT JOIN repost r ON r.uri = u.uri LEFT JOIN follow f ON f.uri = u.uri "
+        "LEFT JOIN actor_block b ON b.uri = u.uri",
+        (uris,),
+    )
+    return {u: DeleteState(k, bool(d) and k is not None) for u, k, d in await cur.fetchall()}
+
+
+def _cut(
+    events: list[dict[str, Any]], guards: dict[str, Guard], state: dict[str, DeleteState]
+) -> tuple[list[dict[str, Any]], Optional[dict[str, Any]], list[dict[str, Any]]]:
+    """(chunk, event for the per-event path or None, rest) — the longest prefix that commutes."""
+    created: set[tuple[str, str, str]] = set()
+    for i, ev in enumerate(events):
+        action = _action(ev, guards)
+        if action == "create":
+            rec = ev.get("record")
+            if isinstance(rec, dict):
+                created.add(_dup_key(ev["collection"], ev["did"], TABLES[ev["collection"]].key(rec)))
+        elif action == "delete":
+            st = state.get(uri_of(ev) or "")
+            if st is None or st.key is None:
+                continue
+            if st.has_dups:
+                return events[:i], ev, events[i + 1 :]
+            if _dup_key(ev["collection"], ev["did"], st.key) in created:
+                return events[:i], None, events[i:]
+    return events, None, []
+
+
+async def _apply_chunk(tx: Any, chunk: list[dict[str, Any]], guards: dict[str, Guard], fx: Effects, env: Env) -> None:
+    BULK_CHUNKS.inc()
+    deletes: list[dict[str, Any]] = []
+    creates: list[tuple[dict[str, Any], Any]] = []  # (event, RecordOp)
+    for ev in chunk:
+        action = _action(ev, guards)
+        if action == "skip":
+            env.count("skip")
+            BULK_EVENTS.labels("skip").inc()
+        elif action == "delete":
+            deletes.append(ev)
+        else:
+            plugin = env.plugins[ev["collection"]]
+            try:
+                plugin.validate(ev["record"])
+            except InvalidRecord as e:
+                env.count("invalid")
+                BULK_EVENTS.labels("invalid").inc()
+                env.log.info("record_invalid", seq=ev.get("seq"), did=ev.get("did"), collection=ev.get("collection"), rkey=ev.get("rkey"), error=str(e))
+                continue
+            creates.append((ev, make_op(ev)))
+    if deletes:
+        await _write_deletes(tx, deletes, guards, fx, env)
+    if creates:
+        await _write_creates(tx, creates, guards, fx, env)
+    if env.actor_effects:
+        await _actor_effects(tx, chunk, env)
+
+
+async def _write_deletes(tx: Any, deletes: list[dict[str, Any]], guards: dict[str, Guard], fx: Effects, env: Env) -> None:
+    uris = [uri_of(e) for e in deletes]
+    seqs = [e.get("seq") if isinstance(e.get("seq"), int) and e["seq"] > 0 else None for e in deletes]
+    await tx.execute(
+        "WITH a AS (DELETE FROM record WHERE uri = ANY(%b)), b AS (DELETE FROM duplicate_record WHERE uri = ANY(%b)) "
+        'INSERT INTO fleet_record_tombstone (uri, did, rev, seq, "deletedAt") '
+        "SELECT * FROM unnest(%b::varchar[], %b::varchar[], %b::varchar[], %b::bigint[], %b::varchar[]) "
+        'ON CONFLICT (uri) DO UPDATE SET rev = excluded.rev, seq = excluded.seq, "deletedAt" = excluded."deletedAt" '
+        "WHERE fleet_record_tombstone.rev < excluded.rev",
+        (uris, uris, uris, [e["did"] for e in deletes], [e["rev"] for e in deletes], seqs, [e.get("time") or "" for e in deletes]),
+    )
+    by_coll: dict[str, list[str]] = {}
+    for e, u in zip(deletes, uris):
+        by_coll.setdefault(e["collection"], []).append(u)
+    removed: dict[str, dict[str, Any]] = {}
+    for coll, curis in by_coll.items():
+        t = TABLES[coll].name
+        if coll == REPOST:
+            q = f"WITH fi AS (DELETE FROM feed_item WHERE uri = ANY(%b)) DELETE FROM {t} WHERE uri = ANY(%b) RETURNING *"  # noqa: S608 (constant)
+            params: tuple[Any, ...] = (curis, curis)
+        else:
+            q = f"DELETE FROM {t} WHERE uri = ANY(%b) RETURNING *"  # noqa: S608 (constant)
+            params = (curis,)
+        async with tx.cursor(row_factory=dict_row) as cur:
+            await cur.execute(q, params)
+            for row in await cur.fetchall():
+                removed[row["uri"]] = row
+    for e, u in zip(deletes, uris):
+        g = guards.setdefault(u, Guard())
+        g.exists, g.cid = False, None
+        g.tomb_rev = e["rev"] if g.tomb_rev is None else max(g.tomb_rev, e["rev"])
+        env.count("delete")
+        BULK_EVENTS.labels("delete").inc()
+        row = removed.get(u)
+        if row is None:
+            continue
+        plugin = env.plugins[e["collection"]]
+        fx.aggs.extend(plugin.aggregates(row, -1))
+        notifs, to_delete = plugin.notifs_for_delete(row, None)  # no duplicate to promote (see _cut)
+        fx.notifs.delete_for(to_delete)
+        fx.notifs.add(notifs)
+
+
+def _array_types(n: int) -> str:
+    return ", ".join(["%b::varchar[]"] * n)
+
+
+async def _write_creates(tx: Any, creates: list[tuple[dict[str, Any], Any]], guards: dict[str, Guard], fx: Effects, env: Env) -> None:
+    ops = [op for _, op in creates]
+    cols = [list(c) for c in zip(*[(op.uri, op.cid, op.did, op.json, op.indexed_at, op.rev, op.seq) for op in ops])]
+    await tx.execute(
+        'INSERT INTO record (uri, cid, did, json, "indexedAt", rev, seq) '
+        f"SELECT * FROM unnest({_array_types(6)}, %b::bigint[]) ON CONFLICT DO NOTHING",
+        cols,
+    )
+    by_coll: dict[str, list[Any]] = {}
+    for op in ops:
+        by_coll.setdefault(op.collection, []).append(op)
+    inserted: dict[str, dict[str, Any]] = {}
+    for coll, cops in by_coll.items():
+        inserted.update(await _insert_rows(tx, coll, cops))
+    missed = [op for op in ops if op.uri not in inserted]
+    dupes = await _find_duplicates(tx, missed) if missed else {}
+    if dupes:
+        d_ops = [op for op in missed if dupes.get(op.uri) not in (None, op.uri)]
+        if d_ops:
+            await tx.execute(
+                'INSERT INTO duplicate_record (uri, cid, "duplicateOf", "indexedAt") '
+                f"SELECT * FROM unnest({_array_types(4)}) ON CONFLICT DO NOTHING",
+                ([o.uri for o in d_ops], [o.cid for o in d_ops], [dupes[o.uri] for o in d_ops], [o.indexed_at for o in d_ops]),
+            )
+    for op in ops:
+        g = guards.setdefault(op.uri, Guard())
+        g.exists, g.rev, g.cid = True, op.rev, op.cid
+        env.count("create")
+        BULK_EVENTS.labels("create").inc()
+        row = inserted.get(op.uri)
+        if row is None:
+            continue
+        plugin = env.plugins[op.collection]
+        fx.aggs.extend(plugin.aggregates(row, 1))
+        fx.notifs.add(plugin.notifs_for_insert(row))
+        # order.after_insert re-evaluates dependents of posts and gates only: nothing here.
+
+
+async def _insert_rows(tx: Any, coll: str, ops: list[Any]) -> dict[str, dict[str, Any]]:
+    """Multi-row ``INSERT ... ON CONFLICT DO NOTHING RETURNING *`` in event order: {uri: row}."""
+    t = TABLES[coll]
+    rows = [t.row(op) for op in ops]
+    values = [list(c) for c in zip(*rows)]
+    n = len(t.columns)
+    names = [f"c{i}" for i in range(n)]
+    select = (
+        f"SELECT {', '.join(names)} FROM unnest({_array_types(n)}) WITH ORDINALITY AS v({', '.join(names)}, ord) ORDER BY ord"
+    )
+    head = f"INSERT INTO {t.name} ({', '.join(t.columns)}) {select} ON CONFLICT DO NOTHING RETURNING *"  # noqa: S608 (constants)
+    params: list[Any] = list(values)
+    if coll == REPOST:
+        # the plugin writes the feed_item in the same statement, whether or not the repost is new
+        fi = [(op.uri, op.cid, v[3], op.did, _sort_at(op.indexed_at, v[7])) for op, v in zip(ops, rows)]
+        head = (
+            "WITH fi AS (INSERT INTO feed_item (type, uri, cid, \"postUri\", \"originatorDid\", \"sortAt\") "
+            f"SELECT 'repost', * FROM unnest({_array_types(5)}) ON CONFLICT DO NOTHING) " + head
+        )
+        params = [list(c) for c in zip(*fi)] + params
+    async with tx.cursor(row_factory=dict_row) as cur:
+        await cur.execute(head, params)
+        return {row["uri"]: row for row in await cur.fetchall()}
+
+
+def _sort_at(indexed_at: str, created: str) -> str:
+    return indexed_at if indexed_at < created else created
+
+
+async def _find_duplicates(tx: Any, ops: list[Any]) -> dict[str, str]:
+    """For creates not inserted: the uri of the row holding their duplicate key (plugin ``find_duplicate``)."""
+    out: dict[str, str] = {}
+    by_coll: dict[str, list[Any]] = {}
+    for op in ops:
+        by_coll.setdefault(op.collection, []).append(op)
+    for coll, cops in by_coll.items():
+        t = TABLES[coll]
+        cur = await tx.execute(
+            "SELECT k.u, x.uri FROM unnest(%b::varchar[], %b::varchar[], %b::varchar[]) AS k(u, c, s) "
+            f"JOIN LATERAL (SELECT uri FROM {t.name} WHERE creator = k.c AND {t.key_column} = k.s LIMIT 1) x ON true",  # noqa: S608
+            ([o.uri for o in cops], [o.did for o in cops], [t.key(o.record) for o in cops]),
+        )
+        out.update({u: found for u, found in await cur.fetchall()})
+    return out
+
+
+async def _actor_effects(tx: Any, chunk: list[dict[str, Any]], env: Env) -> None:
+    """``actors.on_event`` for every event of the chunk, with one upsert and one read."""
+    latest: dict[str, tuple[str, str]] = {}  # did -> (rev, commit) of the last event with the top rev
+    for ev in chunk:
+        commit = ev.get("commit")
+        if commit:
+            cur_top = latest.get(ev["did"])
+            if cur_top is None or ev["rev"] >= cur_top[0]:
+                latest[ev["did"]] = (ev["rev"], commit)
+    if latest:
+        dids = sorted(latest)  # one lock order for every shard
+        await tx.execute(
+            'INSERT INTO actor_sync (did, "commitCid", "repoRev") '
+            "SELECT * FROM unnest(%b::varchar[], %b::varchar[], %b::varchar[]) "
+            'ON CONFLICT (did) DO UPDATE SET "commitCid" = excluded."commitCid", "repoRev" = excluded."repoRev" '
+            'WHERE actor_sync."repoRev" IS NULL OR excluded."repoRev" IS NULL OR actor_sync."repoRev" <= excluded."repoRev"',
+            (dids, [latest[d][1] for d in dids], [latest[d][0] for d in dids]),
+        )
+    timed = [ev for ev in chunk if isinstance(ev.get("time"), str)]
+    if not timed:
+        return
+    dids = sorted({ev["did"] for ev in timed})
+    rows = await _actor_rows(tx, dids)
+    for ev in timed:
+        if actors.needs_handle_reindex(rows.get(ev["did"]), ev["time"]):
+            await actors.index_handle(tx, ev["did"], ev["time"], env.ctx, force=False)
+            rows = await _actor_rows(tx, dids)  # it may also have released another actor's handle
+
+
+async def _actor_rows(tx: Any, dids: list[str]) -> dict[str, dict[str, Any]]:
+    async with tx.cursor(row_factory=dict_row) as cur:
+        await cur.execute('SELECT did, handle, "indexedAt" FROM actor WHERE did = ANY(%b)', (dids,))
+        return {r["did"]: r for r in await cur.fetchall()}
