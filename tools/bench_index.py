@@ -1,0 +1,228 @@
+"""Indexer benchmark: synthetic events through Redis to the indexer shard processes, end to end.
+
+    python tools/bench_index.py [--quick] [--events N] [--shards K]     (or: make bench)
+
+One run on this machine, with throwaway Redis and PostgreSQL (``fleet.embedded``):
+
+1. The synthetic mix of ``tools/bench_indexing_path.synthetic_events`` (mostly likes, a fifth
+   of them on three hot posts; posts with replies and quote embeds; follows, reposts, blocks,
+   deletes, profile updates) is XADDed to the shard streams (``shard(did)``), actors seeded.
+2. K indexer processes (``python -m fleet.indexer``, ``SHARDS=k``) start; the rate is measured
+   between 10 % and 90 % of the entries acknowledged (sustained, start-up excluded).
+3. The ceiling, in the same run: a plain ``COPY`` of the very rows the indexers wrote into the
+   same (migrated, indexed) tables of a fresh schema, one writer, as events/s.
+4. Peak RSS of each indexer process (VmHWM).
+
+``run(quick) -> [{name, value, unit, ceiling, ratio}]``. Targets (issue 4): 10,000 events/s all
+shards together, 40 % of the ceiling, < 300 MB per shard.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import psycopg  # noqa: E402
+import redis as syncredis  # noqa: E402
+from psycopg import sql  # noqa: E402
+
+from fleet import embedded, streams  # noqa: E402
+from fleet.shard import shard  # noqa: E402
+from tools.bench_indexing_path import copy_ceiling, dids_of, fresh_schema, seed_actors, synthetic_events  # noqa: E402
+
+SCHEMA = "bench_index"
+
+
+def fill_streams(redis_url: str, events: list[dict[str, Any]], shards: int) -> None:
+    r = syncredis.Redis.from_url(redis_url)
+    p = r.pipeline(transaction=False)
+    for i, ev in enumerate(events):
+        p.xadd(streams.shard_stream(streams.FIREHOSE_LIVE, shard(ev["did"], shards), shards), {"event": json.dumps(ev)})
+        if i % 2000 == 1999:
+            p.execute()
+    p.execute()
+    r.close()
+
+
+async def _seed(database_url: str, dids: list[str]) -> None:
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        await conn.execute(sql.SQL("SET search_path TO {}, public").format(sql.Identifier(SCHEMA)))
+        await seed_actors(conn, dids)
+        await conn.commit()
+
+
+def _rss_peak_mb(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def _remaining(r: Any, shards: int) -> int:
+    return sum(r.xlen(streams.shard_stream(streams.FIREHOSE_LIVE, k, shards)) for k in range(shards))
+
+
+def measure(redis_url: str, database_url: str, n_events: int, shards: int, batch: int = 500) -> dict[str, Any]:
+    events = synthetic_events(n_events, seed=1)
+    fresh_schema(database_url, SCHEMA)
+    asyncio.run(_seed(database_url, dids_of(events)))
+    fill_streams(redis_url, events, shards)
+    total = len(events)
+    env = {
+        **os.environ,
+        "PYTHONPATH": ROOT,
+        "REDIS_URL": redis_url,
+        "DATABASE_URL": database_url,
+        "DATABASE_SCHEMA": SCHEMA,
+        "SHARD_COUNT": str(shards),
+        "INDEXER_BATCH_SIZE": str(batch),
+        "INDEXER_RESOLVE_HANDLES": "false",
+        "DB_POOL_SIZE": "2",
+        "METRICS_PORT": "0",
+        "LOG_LEVEL": "warning",
+    }
+    r = syncredis.Redis.from_url(redis_url)
+    procs = [subprocess.Popen([sys.executable, "-m", "fleet.indexer"], env={**env, "SHARDS": str(k)}, cwd=ROOT) for k in range(shards)]
+    t10 = t90 = None
+    rss: dict[int, float] = {}
+    deadline = time.monotonic() + 600
+    try:
+        while True:
+            left = _remaining(r, shards)
+            done = total - left
+            now = time.monotonic()
+            for k, p in enumerate(procs):
+                rss[k] = max(rss.get(k, 0.0), _rss_peak_mb(p.pid))
+                if p.poll() is not None:
+                    raise RuntimeError(f"indexer {k} exited with {p.returncode}")
+            if t10 is None and done >= 0.1 * total:
+                t10, d10 = now, done
+            if t90 is None and done >= 0.9 * total:
+                t90, d90 = now, done
+            if left == 0:
+                break
+            if now > deadline:
+                raise RuntimeError(f"indexers did not drain: {left} entries left")
+            time.sleep(0.01)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        r.close()
+    rate = (d90 - d10) / max(1e-6, t90 - t10) if t10 is not None and t90 is not None and t90 > t10 else 0.0
+    dead = 0
+    r = syncredis.Redis.from_url(redis_url)
+    for key in r.scan_iter(match="*" + streams.DEAD_LETTER_SUFFIX):
+        dead += r.xlen(key)
+    r.close()
+    fresh_schema(database_url, SCHEMA + "_copy")
+    rows, copy_s = copy_ceiling(database_url, SCHEMA, SCHEMA + "_copy")
+    return {
+        "events": total,
+        "shards": shards,
+        "events_per_s": rate,
+        "copy_rows": rows,
+        "copy_events_per_s": total / copy_s,
+        "rss_mb": rss,
+        "dead_letters": dead,
+    }
+
+
+class _NoopIndexer:
+    async def apply_batch(self, conn: Any, events: list[dict[str, Any]]) -> list:
+        await conn.execute("SELECT 1")
+        return []
+
+
+def runtime_alone(redis_url: str, database_url: str, n_events: int) -> float:
+    """events/s of the runtime itself (read, parse, one transaction per batch, XACK+XDEL) with
+    an apply that does nothing: what the indexer loop costs apart from the indexing."""
+    from fleet.config import load
+    from fleet.indexer.main import run as indexer_run
+    from fleet.log import configure, get_logger
+    from fleet.runtime import RoleContext
+
+    configure("warning")
+    r = syncredis.Redis.from_url(redis_url)
+    r.flushdb()
+    fill_streams(redis_url, synthetic_events(n_events, seed=2), 1)
+    cfg = load({"REDIS_URL": redis_url, "DATABASE_URL": database_url, "DATABASE_SCHEMA": SCHEMA,
+                "INDEXER_BATCH_SIZE": "500", "LOG_LEVEL": "warning"})  # fmt: skip
+
+    async def go() -> float:
+        ctx = RoleContext("indexer", "shard-0", [0], 1, get_logger("indexer"))
+        t0 = time.monotonic()
+        task = asyncio.create_task(indexer_run(cfg, ctx, indexer=_NoopIndexer()))
+        while r.xlen(streams.FIREHOSE_LIVE):
+            await asyncio.sleep(0.01)
+        dt = time.monotonic() - t0
+        ctx.stopping.set()
+        await task
+        return n_events / dt
+
+    try:
+        return asyncio.run(go())
+    finally:
+        r.close()
+
+
+def run(quick: bool = False, events: int | None = None, shards: int = 2) -> list[dict]:
+    n = events or (20_000 if quick else 200_000)
+    tmp = tempfile.mkdtemp(prefix="bench-index-")
+    os.chmod(tmp, 0o755)
+    rs = embedded.Redis(os.path.join(tmp, "redis"), embedded.free_port()).start()
+    pg = embedded.Postgres(os.path.join(tmp, "pg"), embedded.free_port()).start()
+    try:
+        m = measure(rs.url, pg.url, n, shards)
+        loop_rate = runtime_alone(rs.url, pg.url, 20_000 if quick else 100_000)
+    finally:
+        rs.stop()
+        pg.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    rate, ceiling = m["events_per_s"], m["copy_events_per_s"]
+    rss = max(m["rss_mb"].values() or [0.0])
+    return [
+        {"name": f"index events/s ({shards} shards, {n} events, target 10000)", "value": rate, "unit": "events/s",
+         "ceiling": ceiling, "ratio": rate / ceiling if ceiling else None},
+        {"name": "indexer peak RSS per shard (target < 300)", "value": rss, "unit": "MB", "ceiling": None, "ratio": None},
+        {"name": "indexer runtime alone, no-op apply (1 shard)", "value": loop_rate, "unit": "events/s", "ceiling": None, "ratio": None},
+        {"name": "index dead letters (must be 0)", "value": float(m["dead_letters"]), "unit": "entries", "ceiling": None, "ratio": None},
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--events", type=int)
+    p.add_argument("--shards", type=int, default=2)
+    a = p.parse_args(argv)
+    for row in run(a.quick, a.events, a.shards):
+        ceil = f"  ceiling {row['ceiling']:.0f}  ratio {row['ratio']:.2f}" if row["ceiling"] else ""
+        print(f"{row['name']:<60} {row['value']:>12.1f} {row['unit']}{ceil}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
