@@ -8,9 +8,9 @@ from fleet.db.migrate import migrate
 
 from conftest import CORPUS
 
-ADDITIVE_TABLES = {"fleet_migration", "fleet_record_tombstone"}
+ADDITIVE_TABLES = {"fleet_migration", "fleet_record_tombstone", "fleet_record_history", "fleet_account_deletion"}
 ADDITIVE_COLUMNS = {("record", "rev"), ("record", "seq")}
-ADDITIVE_INDEXES = {("post", "fleet_post_replyroot_idx")}  # 0003: late-gate re-evaluation
+ADDITIVE_INDEXES = {("post", "fleet_post_replyroot_idx"), ("post_embed_record", "fleet_post_embed_record_embeduri_idx")}  # 0003/0004: order re-evaluation
 
 
 def _describe(url: str, schema: str) -> dict:
@@ -75,3 +75,11 @@ def test_an_official_schema_is_adopted_not_recreated(database_url):
     _official(database_url)
     applied = migrate(database_url, "appview_small")
     assert applied[0] == "0002_fleet_columns" and "0001_official_schema" not in applied
+
+
+def test_official_seed_rows_are_inserted_once(database_url):
+    migrate(database_url, "bsky")
+    migrate(database_url, "bsky")
+    with psycopg.connect(database_url) as c:
+        rows = c.execute("SELECT name, value FROM bsky.view_param ORDER BY name").fetchall()
+    assert rows == [("whats_hot_interval", "1day"), ("whats_hot_like_threshold", "2")]

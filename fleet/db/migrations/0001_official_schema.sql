@@ -960,3 +960,6 @@ INSERT INTO kysely_migration (name, "timestamp") VALUES
 ON CONFLICT DO NOTHING;
 
 INSERT INTO kysely_migration_lock (id, is_locked) VALUES ('migration_lock', 0) ON CONFLICT DO NOTHING;
+
+-- Seed rows of the official migration 20230608T155101190Z-algo-whats-hot-view.
+INSERT INTO view_param (name, value) VALUES ('whats_hot_like_threshold', '2'), ('whats_hot_interval', '1day');
