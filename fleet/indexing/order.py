@@ -1,48 +1,88 @@
 """Cross-shard order: cross-account rules give the firehose-``seq``-order answer.
 
 Shard k applies only its accounts' events, in order; between shards there is no order. The
-corpora's expected databases are the answer of applying every event in ``seq`` order, so each
-cross-account rule is evaluated *as of the event's own seq* and corrected when a record it
-depends on is indexed late. Every record row stores the seq of its write (``record.seq``;
-NULL for backfill, which counts as "before every live event").
+corpora's expected databases are the answer of applying every event in ``seq`` order, so every
+cross-account rule is evaluated *as of the event's own seq*, and whatever was evaluated too
+early is evaluated again when the record it depends on is indexed late.
+
+History (what "as of seq s" reads):
+
+* ``record.seq`` — the seq of the write of the current version (NULL: backfill, which counts
+  as "before every live event").
+* ``fleet_record_history`` (migration 0004) — every version of a post, thread gate or post gate
+  that stopped being current at a known seq (deleted, updated, or its account deleted): its
+  json, ``invalidReplyRoot`` and ``replyParent`` and the range ``seq_from <= s < seq_to``.
+  Written by ``save_version`` before the processor replaces or deletes such a record; likes,
+  follows and reposts (the bulk of the firehose) write no history.
+* ``fleet_account_deletion`` — an account deletion's seq.
 
 Rules:
 
-1. **Visibility.** A post evaluating its reply (parent, root, thread gate) or its quote (the
-   quoted post's post gate) sees a record only if that record's seq <= its own (``visible``;
-   equal seq = an earlier op of the same commit). A record indexed early by a faster shard
-   but written later in the firehose is ignored, exactly as if it were not there yet.
-2. **Late thread gate.** When a thread gate is indexed, the replies of its thread already in
-   the index with a later seq are re-evaluated against it; a reply that now violates it gets
-   ``violatesThreadGate`` (and ``invalidReplyRoot`` false if it was NULL, as the official
-   update writes both), its parent's ``replyCount`` drops by one, and its ``reply``
-   notifications are deleted (the official writes none for a violating reply).
-3. **Late post gate.** When a post gate that disables embedding is indexed, the quotes of its
-   post with a later seq by other authors get ``violatesEmbeddingRules`` and lose their
-   ``quote`` notification.
-4. **Late parent.** When a post is indexed, direct replies to it with a later seq (which were
-   evaluated with the parent missing, hence ``invalidReplyRoot``) are re-evaluated.
-   Reply notifications need no rule: the official insert already notifies ancestors of
-   descendants found below a late post, so they come out the same in any order.
-5. **Counts** are order-free: deltas of real row changes commute.
+1. **Visibility.** A record version is visible at seq ``s`` when ``seq_from <= s < seq_to``
+   (``refs_as_of``); equal seq = an earlier op of the same commit. A post evaluating its reply
+   (parent, root, thread gate), its quote (the quoted post's post gate), its reply
+   notifications (the ancestor chain, ``ancestors_as_of``; the gate's hidden replies) sees
+   exactly what existed at its own seq: a parent deleted before a late reply is indexed is still
+   seen, one created after it in the firehose is not.
+2. **Re-evaluation.** When a post, thread gate or post gate is created, updated or deleted at
+   seq ``s``, the posts already indexed with a later seq that depend on it are evaluated again
+   as of their own seq (``reevaluate``): flags (``invalidReplyRoot``, ``violatesThreadGate``,
+   ``violatesEmbeddingRules``, written as the official insert writes them), the parent's
+   ``replyCount`` when ``violatesThreadGate`` flips, and the post's own notifications (mention,
+   quote, reply: deleted and written again). Dependents: a post's descendants up to the
+   notification depth (5) and, on update/delete, the replies of its thread; a thread gate's
+   thread; a post gate's embedding posts. A post whose ``invalidReplyRoot`` changes
+   re-evaluates its own later replies in turn (transitively).
+3. **Descendants.** The official insert notifies ancestors of replies found *below* a post
+   (out-of-order arrival). Only descendants that existed at the post's seq count here; later
+   ones are re-evaluated (rule 2), so nothing is notified twice.
+4. **Purges.** Deleting (or updating) a post deletes the quotes *of* it and the feed items of
+   reposts of it — only those written before the purge's seq; a quote or repost written after
+   it keeps its row even when indexed first, and one written before it but indexed after the
+   purge does not get one (``purged_after``).
+5. **Account deletion** (``account_deleted``, called by ``unindex`` with the event's seq): the
+   account's posts and gates go to history (ending at its seq) before they are removed, and
+   their later dependents are re-evaluated. Notifications to the account are deleted only for
+   records written before its deletion; one written before it but indexed after it is dropped
+   at flush (``drop_notifs_to_deleted``).
+6. **Graph rules of thread gates** (follower / following / list): a follow or list item counts
+   only if its record was written at or before the reply's seq.
+7. **Counts** are order-free: deltas of real row changes commute.
 
-Known limits (documented, not handled): a gate *updated* between two replies is known only
-in its latest version; follow/list-based thread-gate rules read the graph as it is when the
-reply is evaluated; re-evaluation is one level deep (a late parent does not re-walk the
-whole subtree); reply notifications already written to ancestors of a reply that turns out to
-violate a late gate are removed only for that reply itself.
+A deleted reply's history version is re-evaluated too (``reevaluate_version``: its
+``invalidReplyRoot``, which later replies to it read) when its parent arrives late or changes.
+
+Known limits (not handled): a follow or list item *deleted* before a reply is indexed no longer
+counts for that reply even when the reply precedes the deletion (deleted follows keep no
+history); the search for later dependents of a late post walks current posts, and deleted
+versions only one level below it; notifications of a post that the
+official writes from a *later* ancestor's insert (a reply written before its parent in the
+firehose) are rewritten from the post's own seq if the post is re-evaluated; a thread mute
+read at flush time is the current one.
+
+Cost on the common path: likes, follows and reposts run no extra query except one primary-key
+lookup per repost or quote (``purged_after``) and one per batch with notifications
+(``drop_notifs_to_deleted``); a post runs its history-aware lookups (as many queries as before)
+plus one query for its later descendants.
 """
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from datetime import datetime, timezone
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
 from .plugin import AggDelta, RecordOp, Row
 
 THREADGATE = "app.bsky.feed.threadgate"
 POSTGATE = "app.bsky.feed.postgate"
 POST = "app.bsky.feed.post"
+REPOST = "app.bsky.feed.repost"
+HISTORY_COLLECTIONS = frozenset((POST, THREADGATE, POSTGATE))
+NOTIF_DEPTH = 5
+
+# Seq of the delete or update being applied: ``Plugin.delete(tx, uri)`` has no seq parameter.
+EVENT_SEQ: ContextVar[Optional[int]] = ContextVar("rsky_order_event_seq", default=None)
 
 
 def visible(ref_seq: Optional[int], seq: Optional[int]) -> bool:
@@ -58,89 +98,338 @@ def now_iso() -> str:
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
 
 
-async def after_insert(tx: Any, collection: str, row: Row, op: RecordOp, fx: Any) -> None:
-    """Re-evaluate dependents of a just-indexed post, thread gate or post gate (rules 2-4)."""
-    if op.seq is None:
-        return
-    if collection == THREADGATE:
-        await _late_thread_gate(tx, row, op, fx)
-    elif collection == POSTGATE:
-        await _late_post_gate(tx, row, op, fx)
-    elif collection == POST:
-        await _late_parent(tx, row, op)
+def collection_of(uri: str) -> str:
+    parts = uri[5:].split("/") if uri.startswith("at://") else []
+    return parts[1] if len(parts) > 1 else ""
 
 
-async def _later_rows(tx: Any, query: str, params: tuple) -> list[dict[str, Any]]:
+async def _rows(tx: Any, query: str, params: Any) -> list[dict[str, Any]]:
     from .plugins._db import all_rows
 
     return await all_rows(tx, query, params)
 
 
-async def _late_thread_gate(tx: Any, gate_row: Row, op: RecordOp, fx: Any) -> None:
-    from ..codec.atjson import loads
-    from .plugins.post import violates_thread_gate
+# ---------------------------------------------------------------- history
 
-    root_uri = gate_row["postUri"]
-    replies = await _later_rows(
-        tx,
-        'SELECT p.uri, p.creator, p."replyParent", p."invalidReplyRoot", p."violatesThreadGate" FROM post p '
-        'JOIN record r ON r.uri = p.uri WHERE p."replyRoot" = %s AND r.seq > %s '
-        'AND (p."violatesThreadGate" IS NULL OR p."violatesThreadGate" = false)',
-        (root_uri, op.seq),
-    )
-    if not replies:
+
+async def save_version(tx: Any, uri: str, seq_to: Optional[int]) -> None:
+    """Keep the current version of ``uri`` (a post or gate) before it is replaced or deleted."""
+    if seq_to is None or collection_of(uri) not in HISTORY_COLLECTIONS:
         return
-    root = await _later_rows(tx, "SELECT json FROM record WHERE uri = %s", (root_uri,))
-    root_rec = loads(root[0]["json"]) if root else None
-    owner = root_uri[5:].split("/", 1)[0]
-    for r in replies:
-        if not await violates_thread_gate(tx, r["creator"], owner, root_rec, op.record):
-            continue
-        await tx.execute(
-            'UPDATE post SET "violatesThreadGate" = true, "invalidReplyRoot" = coalesce("invalidReplyRoot", false) WHERE uri = %s',
-            (r["uri"],),
-        )
-        if r["replyParent"]:
-            fx.aggs.append(AggDelta("post_agg", r["replyParent"], "replyCount", -1))
-        await tx.execute("DELETE FROM notification WHERE \"recordUri\" = %s AND reason = 'reply'", (r["uri"],))
-        fx.notifs.pending = [n for n in fx.notifs.pending if not (n.recordUri == r["uri"] and n.reason == "reply")]
+    await tx.execute(
+        'INSERT INTO fleet_record_history (uri, seq_from, seq_to, json, "invalidReplyRoot", "replyParent") '
+        'SELECT r.uri, r.seq, %s, r.json, p."invalidReplyRoot", p."replyParent" FROM record r '
+        "LEFT JOIN post p ON p.uri = r.uri WHERE r.uri = %s ON CONFLICT DO NOTHING",
+        (seq_to, uri),
+    )
 
 
-async def _late_post_gate(tx: Any, gate_row: Row, op: RecordOp, fx: Any) -> None:
-    from .plugins.post import gate_disables_embedding
+async def refs_as_of(tx: Any, uris: list[str], seq: Optional[int]) -> dict[str, dict[str, Any]]:
+    """The version of each uri current at ``seq``: ``{uri: {"json", "invalidReplyRoot"}}``."""
+    if not uris:
+        return {}
+    rows = await _rows(
+        tx,
+        'SELECT r.uri, r.json, p."invalidReplyRoot" FROM record r LEFT JOIN post p ON p.uri = r.uri '
+        "WHERE r.uri = ANY(%(u)s) AND (%(s)s::bigint IS NULL OR r.seq IS NULL OR r.seq <= %(s)s) "
+        'UNION ALL SELECT h.uri, h.json, h."invalidReplyRoot" FROM fleet_record_history h '
+        "WHERE h.uri = ANY(%(u)s) AND %(s)s::bigint IS NOT NULL AND coalesce(h.seq_from, 0) <= %(s)s AND h.seq_to > %(s)s",
+        {"u": uris, "s": seq},
+    )
+    return {r["uri"]: r for r in rows}
 
-    if not gate_disables_embedding(op.record):
+
+async def ancestors_as_of(tx: Any, uri: str, parent: Optional[str], seq: Optional[int]) -> list[dict[str, Any]]:
+    """The official ancestor walk (self at height 0, up to ``NOTIF_DEPTH``) over the versions
+    current at ``seq``."""
+    return await _rows(
+        tx,
+        'WITH RECURSIVE anc(uri, "ancestorUri", height) AS ('
+        " SELECT %(uri)s::varchar, %(parent)s::varchar, 0"
+        ' UNION ALL SELECT a."ancestorUri", x.parent, a.height + 1 FROM anc a CROSS JOIN LATERAL ('
+        '  (SELECT p."replyParent" AS parent FROM post p JOIN record r ON r.uri = p.uri WHERE p.uri = a."ancestorUri"'
+        "   AND (%(s)s::bigint IS NULL OR r.seq IS NULL OR r.seq <= %(s)s)"
+        '   UNION ALL SELECT h."replyParent" FROM fleet_record_history h WHERE h.uri = a."ancestorUri"'
+        "   AND %(s)s::bigint IS NOT NULL AND coalesce(h.seq_from, 0) <= %(s)s AND h.seq_to > %(s)s) LIMIT 1) x"
+        ' WHERE a."ancestorUri" IS NOT NULL AND a.height < %(depth)s) SELECT * FROM anc',
+        {"uri": uri, "parent": parent, "s": seq, "depth": NOTIF_DEPTH},
+    )
+
+
+async def purged_after(tx: Any, uri: str, seq: Optional[int]) -> bool:
+    """Was post ``uri`` deleted or updated after ``seq``? (Its quotes and reposts' feed items
+    written at ``seq`` were then purged in firehose order.)"""
+    if seq is None or not isinstance(uri, str):
+        return False
+    cur = await tx.execute(
+        "SELECT EXISTS (SELECT 1 FROM fleet_record_history h WHERE h.uri = %s AND h.seq_to > %s AND NOT EXISTS "
+        "(SELECT 1 FROM fleet_account_deletion a WHERE a.did = %s AND a.seq = h.seq_to)) "  # an account deletion purges nothing
+        "OR EXISTS (SELECT 1 FROM fleet_record_tombstone WHERE uri = %s AND seq > %s)",
+        (uri, seq, uri[5:].split("/", 1)[0], uri, seq),
+    )
+    row = await cur.fetchone()
+    return bool(row and row[0])
+
+
+# ---------------------------------------------------------------- re-evaluation
+
+
+async def after_insert(tx: Any, collection: str, row: Row, op: RecordOp, fx: Any, updated: bool = False) -> None:
+    """Re-evaluate what depends on a record just written at ``op.seq`` (rules 2 and 4)."""
+    if op.seq is None:
         return
-    post_uri = gate_row["postUri"]
-    quotes = await _later_rows(
+    if collection == REPOST:
+        if await purged_after(tx, row.get("subject"), op.seq):
+            await tx.execute("DELETE FROM feed_item WHERE uri = %s", (op.uri,))
+        return
+    if collection not in HISTORY_COLLECTIONS:
+        return
+    versions: list[tuple[str, Optional[int]]] = []
+    if collection == POST:
+        uris = [d["uri"] for d in row.get("late_descendents") or []]
+        versions = await history_children(tx, op.uri, op.seq)
+        if updated:
+            uris += await _later_thread(tx, op.uri, op.seq)
+    else:
+        uris = await _gate_dependents(tx, collection, row["postUri"], op.seq)
+    await reevaluate_all(tx, uris, fx, versions)
+
+
+async def after_delete(tx: Any, collection: str, uri: str, deleted: Optional[Row], seq: Optional[int], fx: Any) -> None:
+    """Re-evaluate what depends on a record deleted at ``seq`` (rule 2)."""
+    if seq is None or collection not in HISTORY_COLLECTIONS:
+        return
+    if collection == POST:
+        uris = await later_descendants(tx, uri, seq) + await _later_thread(tx, uri, seq)
+    else:
+        post_uri = (deleted or {}).get("postUri")
+        if not post_uri:
+            return
+        uris = await _gate_dependents(tx, collection, post_uri, seq)
+    await reevaluate_all(tx, uris, fx)
+
+
+async def later_descendants(tx: Any, uri: str, seq: int) -> list[str]:
+    """Replies below ``uri`` (depth < ``NOTIF_DEPTH``) written after ``seq``."""
+    rows = await _rows(
         tx,
-        "SELECT q.uri FROM quote q JOIN record r ON r.uri = q.uri JOIN post p ON p.uri = q.uri "
-        'WHERE q.subject = %s AND r.seq > %s AND p.creator <> %s AND p."violatesEmbeddingRules" IS NOT TRUE',
-        (post_uri, op.seq, op.did),
+        "WITH RECURSIVE d(uri, depth) AS ("
+        ' SELECT uri, 1 FROM post WHERE "replyParent" = %(u)s'
+        ' UNION ALL SELECT p.uri, d.depth + 1 FROM post p JOIN d ON p."replyParent" = d.uri WHERE d.depth < %(depth)s)'
+        " SELECT d.uri FROM d JOIN record r ON r.uri = d.uri WHERE r.seq > %(s)s",
+        {"u": uri, "s": seq, "depth": NOTIF_DEPTH - 1},
     )
-    for q in quotes:
-        await tx.execute('UPDATE post SET "violatesEmbeddingRules" = true WHERE uri = %s', (q["uri"],))
-        await tx.execute("DELETE FROM notification WHERE \"recordUri\" = %s AND reason = 'quote'", (q["uri"],))
-        fx.notifs.pending = [n for n in fx.notifs.pending if not (n.recordUri == q["uri"] and n.reason == "quote")]
+    return [r["uri"] for r in rows]
 
 
-async def _late_parent(tx: Any, idx: Row, op: RecordOp) -> None:
-    from ..codec.atjson import loads
-    from .plugins.post import invalid_reply_root
-
-    replies = await _later_rows(
+async def _later_thread(tx: Any, root: str, seq: int) -> list[str]:
+    rows = await _rows(
         tx,
-        'SELECT p.uri, p."violatesThreadGate", r.json FROM post p JOIN record r ON r.uri = p.uri '
-        'WHERE p."replyParent" = %s AND r.seq > %s AND p."invalidReplyRoot" = true',
-        (op.uri, op.seq),
+        'SELECT p.uri FROM post p JOIN record r ON r.uri = p.uri WHERE p."replyRoot" = %s AND r.seq > %s',
+        (root, seq),
     )
-    post = idx["post"]
-    parent = {"record": op.record, "invalidReplyRoot": post.get("invalidReplyRoot")}
-    for r in replies:
-        reply = (loads(r["json"]) or {}).get("reply") or {}
-        if invalid_reply_root(reply, parent):
+    return [r["uri"] for r in rows]
+
+
+async def _gate_dependents(tx: Any, collection: str, post_uri: str, seq: int) -> list[str]:
+    if collection == THREADGATE:
+        return await _later_thread(tx, post_uri, seq)
+    rows = await _rows(
+        tx,
+        'SELECT e."postUri" AS uri FROM post_embed_record e JOIN record r ON r.uri = e."postUri" '
+        'WHERE e."embedUri" = %s AND r.seq > %s',
+        (post_uri, seq),
+    )
+    return [r["uri"] for r in rows]
+
+
+async def reevaluate_all(tx: Any, uris: Iterable[str], fx: Any, versions: Iterable[tuple[str, Optional[int]]] = ()) -> None:
+    """``reevaluate`` each post (and ``reevaluate_version`` each history version); one whose
+    ``invalidReplyRoot`` changed brings its later replies, current or deleted (again if already
+    done: they read the parent's flag). Terminates: replies have later seqs."""
+    queue: list[tuple[str, Any]] = [("post", u) for u in dict.fromkeys(uris)] + [("version", v) for v in versions]
+    seen: set[tuple[str, Any]] = set()
+    while queue:
+        item = queue.pop(0)
+        if item in seen:
             continue
-        if r["violatesThreadGate"]:
-            await tx.execute('UPDATE post SET "invalidReplyRoot" = false WHERE uri = %s', (r["uri"],))
+        seen.add(item)
+        if item[0] == "post":
+            uri = item[1]
+            changed, seq = await reevaluate(tx, uri, fx)
         else:
-            await tx.execute('UPDATE post SET "invalidReplyRoot" = NULL, "violatesThreadGate" = NULL WHERE uri = %s', (r["uri"],))
+            uri, seq = item[1]
+            changed = await reevaluate_version(tx, uri, seq)
+        if changed and seq is not None:
+            for child in await _children(tx, uri, seq):
+                seen.discard(child)
+                queue.append(child)
+
+
+async def _children(tx: Any, uri: str, seq: int) -> list[tuple[str, Any]]:
+    """Replies to ``uri`` written after ``seq``: current posts and deleted versions."""
+    rows = await _rows(
+        tx,
+        'SELECT p.uri, NULL::bigint AS seq_from, false AS version FROM post p JOIN record r ON r.uri = p.uri '
+        'WHERE p."replyParent" = %(u)s AND r.seq > %(s)s '
+        'UNION ALL SELECT h.uri, h.seq_from, true FROM fleet_record_history h WHERE h."replyParent" = %(u)s AND h.seq_from > %(s)s',
+        {"u": uri, "s": seq},
+    )
+    return [("version", (r["uri"], r["seq_from"])) if r["version"] else ("post", r["uri"]) for r in rows]
+
+
+async def history_children(tx: Any, uri: str, seq: int) -> list[tuple[str, Optional[int]]]:
+    """Deleted versions of replies to ``uri`` written after ``seq`` (their flag was evaluated early)."""
+    rows = await _rows(
+        tx,
+        'SELECT uri, seq_from FROM fleet_record_history WHERE "replyParent" = %s AND seq_from > %s',
+        (uri, seq),
+    )
+    return [(r["uri"], r["seq_from"]) for r in rows]
+
+
+async def reevaluate_version(tx: Any, uri: str, seq_from: Optional[int]) -> bool:
+    """Evaluate a deleted version's ``invalidReplyRoot`` again as of its own seq (what a reply
+    to it reads); returns whether it changed."""
+    from ..codec.atjson import loads
+    from .plugins import post as postmod
+    from .plugins._db import one
+
+    if seq_from is None:
+        return False
+    row = await one(tx, 'SELECT json, "invalidReplyRoot" FROM fleet_record_history WHERE uri = %s AND seq_from = %s', (uri, seq_from))
+    rec = loads(row["json"]) if row else None
+    reply = rec.get("reply") if isinstance(rec, dict) else None
+    if not isinstance(reply, dict):
+        return False
+    root_uri, parent_uri = (reply.get("root") or {}).get("uri"), (reply.get("parent") or {}).get("uri")
+    refs = await postmod.reply_refs(tx, root_uri, parent_uri, seq_from)
+    parent = refs.get(parent_uri)
+    invalid = parent is None or postmod.invalid_reply_root(reply, parent)
+    if bool(row["invalidReplyRoot"]) == invalid:
+        return False
+    await tx.execute(
+        'UPDATE fleet_record_history SET "invalidReplyRoot" = %s WHERE uri = %s AND seq_from = %s', (invalid, uri, seq_from)
+    )
+    return True
+
+
+async def reevaluate(tx: Any, uri: str, fx: Any) -> tuple[bool, Optional[int]]:
+    """Evaluate an indexed post again as of its own seq; returns (invalidReplyRoot changed, seq)."""
+    from ..codec.atjson import loads
+    from .plugins import post as postmod
+    from .plugins._db import one
+
+    row = await one(
+        tx, "SELECT p.*, r.json AS record_json, r.seq AS record_seq, r.rev AS record_rev FROM post p "
+        "JOIN record r ON r.uri = p.uri WHERE p.uri = %s",
+        (uri,),
+    )
+    if row is None:
+        return False, None
+    rec = loads(row.pop("record_json"))
+    seq, rev = row.pop("record_seq"), row.pop("record_rev")
+    if not isinstance(rec, dict):
+        return False, seq
+    parts = uri[5:].split("/", 2)
+    op = RecordOp(uri, row["creator"], parts[1], parts[2], row["cid"], rec, "", row["indexedAt"], rev, seq)
+    invalid, violates = None, None
+    reply = rec.get("reply") if isinstance(rec.get("reply"), dict) else None
+    if reply is not None:
+        inv, vio = await postmod.validate_reply(tx, op, reply)
+        if inv or vio:
+            invalid, violates = inv, vio
+    embeds = postmod.record_embeds(rec)
+    violates_embed = None
+    for e in embeds:
+        if collection_of(e["embedUri"] or "") == POST and await postmod.violates_embedding_rules(tx, e["embedUri"], op):
+            violates_embed = True
+    old = (row["invalidReplyRoot"], row["violatesThreadGate"], row["violatesEmbeddingRules"] or None)
+    new = (invalid, violates, violates_embed)
+    if old != new:
+        await tx.execute(
+            'UPDATE post SET "invalidReplyRoot" = %s, "violatesThreadGate" = %s, "violatesEmbeddingRules" = %s WHERE uri = %s',
+            (invalid, violates, violates_embed, uri),
+        )
+        if row["replyParent"] and bool(old[1]) != bool(violates):
+            fx.aggs.append(AggDelta("post_agg", row["replyParent"], "replyCount", -1 if violates else 1))
+    row["invalidReplyRoot"], row["violatesThreadGate"], row["violatesEmbeddingRules"] = new
+    idx = {
+        "post": row,
+        "facets": postmod.facets_of(rec),
+        "embeds": embeds,
+        "ancestors": await ancestors_as_of(tx, uri, row["replyParent"], seq),
+        "descendents": [],
+        "threadgate": await postmod.thread_gate_record(tx, row["replyRoot"] or uri, seq),
+    }
+    fx.notifs.delete_for([uri])
+    fx.notifs.add(stamp(postmod.notifs_for_insert(idx), seq))
+    return bool(old[0]) != bool(invalid), seq
+
+
+# ---------------------------------------------------------------- accounts and notifications
+
+
+async def account_deleted(tx: Any, did: str, seq: Optional[int], fx: Any) -> None:
+    """Before ``unindex`` removes account ``did`` deleted at ``seq`` (rule 5): record the
+    deletion, move its posts and gates to history, remove their records and re-evaluate their
+    later dependents; the caller then removes the rest."""
+    if seq is None:
+        return
+    await tx.execute(
+        "INSERT INTO fleet_account_deletion (did, seq) VALUES (%s, %s) "
+        "ON CONFLICT (did) DO UPDATE SET seq = greatest(fleet_account_deletion.seq, excluded.seq)",
+        (did, seq),
+    )
+    gone = await _rows(
+        tx,
+        "SELECT uri FROM record WHERE did = %s AND (uri LIKE %s OR uri LIKE %s OR uri LIKE %s)",
+        (did, f"at://{did}/{POST}/%", f"at://{did}/{THREADGATE}/%", f"at://{did}/{POSTGATE}/%"),
+    )
+    uris = [r["uri"] for r in gone]
+    if not uris:
+        return
+    await tx.execute(
+        'INSERT INTO fleet_record_history (uri, seq_from, seq_to, json, "invalidReplyRoot", "replyParent") '
+        'SELECT r.uri, r.seq, %s, r.json, p."invalidReplyRoot", p."replyParent" FROM record r '
+        "LEFT JOIN post p ON p.uri = r.uri WHERE r.uri = ANY(%s) ON CONFLICT DO NOTHING",
+        (seq, uris),
+    )
+    await tx.execute("DELETE FROM record WHERE uri = ANY(%s)", (uris,))
+    dependents: list[str] = []
+    for uri in uris:
+        coll = collection_of(uri)
+        if coll == POST:
+            dependents += await later_descendants(tx, uri, seq) + await _later_thread(tx, uri, seq)
+        else:
+            post_uri = f"at://{did}/{POST}/{uri.rsplit('/', 1)[1]}"
+            dependents += await _gate_dependents(tx, coll, post_uri, seq)
+    # the account's own posts are removed by the caller; only other accounts' dependents remain
+    await reevaluate_all(tx, [u for u in dependents if not u.startswith(f"at://{did}/")], fx)
+
+
+def stamp(notifs: list[Any], seq: Optional[int]) -> list[Any]:
+    """Mark notifications with the seq of the write that makes them (for ``drop_notifs_to_deleted``)."""
+    for n in notifs:
+        n.seq = seq
+    return notifs
+
+
+def notifs_delete_sql() -> str:
+    """Notifications to a deleted account: only those of records written before its deletion."""
+    return (
+        "DELETE FROM notification n WHERE n.did = %s AND NOT EXISTS "
+        '(SELECT 1 FROM record r WHERE r.uri = n."recordUri" AND r.seq > %s)'
+    )
+
+
+async def drop_notifs_to_deleted(tx: Any, notifs: list[Any]) -> list[Any]:
+    """Drop notifications to accounts deleted after the notifying write (rule 5)."""
+    dids = sorted({n.did for n in notifs if getattr(n, "seq", None) is not None})
+    if not dids:
+        return notifs
+    cur = await tx.execute("SELECT did, seq FROM fleet_account_deletion WHERE did = ANY(%s)", (dids,))
+    deleted = {d: s for d, s in await cur.fetchall()}
+    if not deleted:
+        return notifs
+    return [n for n in notifs if not (n.did in deleted and getattr(n, "seq", None) is not None and n.seq < deleted[n.did])]

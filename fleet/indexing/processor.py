@@ -11,8 +11,10 @@ with three additions:
   update (a backfill seeing a newer version).
 * **Deferred effects.** Aggregate deltas and notifications go to an ``Effects`` and are written
   once per batch (``aggregates.AggBuffer``, ``notifications.NotifBuffer``).
-* **Order hooks.** After a post or gate is written, ``order`` re-evaluates dependents indexed
-  out of firehose order (see ``order.py``).
+* **Order hooks.** Before a post or gate version is replaced or deleted it is kept in history
+  (``order.save_version``); after a post, gate or repost is written or deleted, ``order``
+  re-evaluates the dependents indexed out of firehose order; notifications carry the seq of
+  their write so those to an account deleted later are dropped (see ``order.py``).
 
 ``record.indexedAt`` is the event's ``time``; ``record.seq`` its firehose seq (NULL for backfill).
 """
@@ -53,6 +55,8 @@ class Effects:
         buf = AggBuffer()
         buf.extend(self.aggs)
         self.aggs = []
+        if self.notifs.pending:
+            self.notifs.pending = await order.drop_notifs_to_deleted(tx, self.notifs.pending)
         await self.notifs.flush(tx)
         await buf.flush(tx)
 
@@ -169,7 +173,7 @@ async def insert_record(tx: Any, plugin: Plugin, op: RecordOp, fx: Effects) -> N
     inserted = await plugin.insert(tx, op)
     if inserted is not None:
         fx.aggs.extend(plugin.aggregates(inserted, 1))
-        fx.notifs.add(plugin.notifs_for_insert(inserted))
+        fx.notifs.add(order.stamp(plugin.notifs_for_insert(inserted), op.seq))
         await order.after_insert(tx, plugin.collection, inserted, op, fx)
         return
     if plugin.find_duplicate is None:
@@ -184,6 +188,7 @@ async def insert_record(tx: Any, plugin: Plugin, op: RecordOp, fx: Effects) -> N
 
 async def update_record(tx: Any, plugin: Plugin, op: RecordOp, fx: Effects) -> None:
     """Purge the uri's index and re-insert it (the official strategy)."""
+    await order.save_version(tx, op.uri, op.seq)
     await tx.execute(
         'UPDATE record SET cid = %s, json = %s, "indexedAt" = %s, rev = %s, seq = %s WHERE uri = %s',
         (op.cid, op.json, op.indexed_at, op.rev, op.seq, op.uri),
@@ -196,7 +201,11 @@ async def update_record(tx: Any, plugin: Plugin, op: RecordOp, fx: Effects) -> N
         )
     else:
         await tx.execute("DELETE FROM duplicate_record WHERE uri = %s", (op.uri,))
-    deleted = await plugin.delete(tx, op.uri)
+    token = order.EVENT_SEQ.set(op.seq)
+    try:
+        deleted = await plugin.delete(tx, op.uri)
+    finally:
+        order.EVENT_SEQ.reset(token)
     if deleted is None:
         await insert_record(tx, plugin, op, fx)
         return
@@ -205,26 +214,33 @@ async def update_record(tx: Any, plugin: Plugin, op: RecordOp, fx: Effects) -> N
     if inserted is None:
         raise RuntimeError(f"record update failed: {op.uri} removed from index but could not be replaced")
     fx.aggs.extend(plugin.aggregates(inserted, 1))
-    _notifs(plugin, fx, deleted, inserted)
-    await order.after_insert(tx, plugin.collection, inserted, op, fx)
+    _notifs(plugin, fx, deleted, inserted, op.seq)
+    await order.after_insert(tx, plugin.collection, inserted, op, fx, updated=True)
 
 
 async def delete_record(tx: Any, plugin: Plugin, uri: str, ev: dict[str, Any] | None, fx: Effects) -> None:
     rev = ev.get("rev") if ev else None
+    seq = ev.get("seq") if ev else None
+    seq = seq if isinstance(seq, int) and seq > 0 else None
+    await order.save_version(tx, uri, seq)
     if rev is not None:
-        seq = ev.get("seq") if ev else None
         await tx.execute(
             "WITH a AS (DELETE FROM record WHERE uri = %s), b AS (DELETE FROM duplicate_record WHERE uri = %s) "
             'INSERT INTO fleet_record_tombstone (uri, did, rev, seq, "deletedAt") VALUES (%s, %s, %s, %s, %s) '
             "ON CONFLICT (uri) DO UPDATE SET rev = excluded.rev, seq = excluded.seq, \"deletedAt\" = excluded.\"deletedAt\" "
             "WHERE fleet_record_tombstone.rev < excluded.rev",
-            (uri, uri, uri, ev["did"], rev, seq if isinstance(seq, int) and seq > 0 else None, ev.get("time") or ""),
+            (uri, uri, uri, ev["did"], rev, seq, ev.get("time") or ""),
         )
     else:
         await tx.execute(
             "WITH a AS (DELETE FROM record WHERE uri = %s) DELETE FROM duplicate_record WHERE uri = %s", (uri, uri)
         )
-    deleted = await plugin.delete(tx, uri)
+    token = order.EVENT_SEQ.set(seq)
+    try:
+        deleted = await plugin.delete(tx, uri)
+    finally:
+        order.EVENT_SEQ.reset(token)
+    await order.after_delete(tx, plugin.collection, uri, deleted, seq, fx)
     if deleted is None:
         return
     fx.aggs.extend(plugin.aggregates(deleted, -1))
@@ -253,13 +269,13 @@ async def delete_record(tx: Any, plugin: Plugin, uri: str, ev: dict[str, Any] | 
     inserted = await plugin.insert(tx, op)
     if inserted is not None:
         fx.aggs.extend(plugin.aggregates(inserted, 1))
-    _notifs(plugin, fx, deleted, inserted)
+    _notifs(plugin, fx, deleted, inserted, f_seq)
 
 
-def _notifs(plugin: Plugin, fx: Effects, deleted: Optional[Row], inserted: Optional[Row]) -> None:
+def _notifs(plugin: Plugin, fx: Effects, deleted: Optional[Row], inserted: Optional[Row], seq: Optional[int] = None) -> None:
     if deleted is not None:
         notifs, to_delete = plugin.notifs_for_delete(deleted, inserted)
         fx.notifs.delete_for(to_delete)
-        fx.notifs.add(notifs)
+        fx.notifs.add(order.stamp(notifs, seq))
     elif inserted is not None:
-        fx.notifs.add(plugin.notifs_for_insert(inserted))
+        fx.notifs.add(order.stamp(plugin.notifs_for_insert(inserted), seq))

@@ -11,12 +11,16 @@ really gone; we trust the relay's ``#account`` event (no network call inside a t
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
+from . import order
 from .plugin import AggDelta
 
 
-async def unindex_actor(tx: Any, did: str, fx: Any) -> None:
+async def unindex_actor(tx: Any, did: str, fx: Any, seq: Optional[int] = None) -> None:
+    """``seq``: the deletion's firehose seq (cross-shard order, ``order.account_deleted``)."""
+    seq = seq if isinstance(seq, int) and seq > 0 else None
+    await order.account_deleted(tx, did, seq, fx)
     await tx.execute("DELETE FROM actor WHERE did = %s", (did,))
     await tx.execute("DELETE FROM profile WHERE creator = %s", (did,))
     cur = await tx.execute('DELETE FROM follow WHERE creator = %s RETURNING "subjectDid"', (did,))
@@ -52,5 +56,8 @@ async def unindex_actor(tx: Any, did: str, fx: Any) -> None:
         'DELETE FROM duplicate_record WHERE "duplicateOf" IN (SELECT uri FROM record WHERE did = %s)', (did,)
     )
     await tx.execute("DELETE FROM record WHERE did = %s", (did,))
-    await tx.execute("DELETE FROM notification WHERE did = %s", (did,))
+    if seq is None:
+        await tx.execute("DELETE FROM notification WHERE did = %s", (did,))
+    else:  # those of records written after the deletion stay, as in firehose order
+        await tx.execute(order.notifs_delete_sql(), (did, seq))
     fx.notifs.drop_actor(did)

@@ -118,12 +118,15 @@ async def insert(tx: Any, op: RecordOp) -> Optional[Row]:
                 'INSERT INTO post_embed_record ("postUri", "embedUri", "embedCid") VALUES (%s, %s, %s)', (op.uri, e_uri, e_cid)
             )
             if collection_of(e_uri) == NSID:
-                cur = await tx.execute(
-                    'INSERT INTO quote (uri, cid, subject, "subjectCid", "createdAt", "indexedAt") VALUES (%s, %s, %s, %s, %s, %s) '
-                    "ON CONFLICT DO NOTHING",
-                    (op.uri, op.cid, e_uri, e_cid, created, op.indexed_at),
-                )
-                aggs.append(AggDelta("post_agg", e_uri, "quoteCount", 1 if cur.rowcount > 0 else 0))
+                inserted_quote = 0
+                if not await order.purged_after(tx, e_uri, op.seq):  # else purged in firehose order
+                    cur = await tx.execute(
+                        'INSERT INTO quote (uri, cid, subject, "subjectCid", "createdAt", "indexedAt") VALUES (%s, %s, %s, %s, %s, %s) '
+                        "ON CONFLICT DO NOTHING",
+                        (op.uri, op.cid, e_uri, e_cid, created, op.indexed_at),
+                    )
+                    inserted_quote = 1 if cur.rowcount > 0 else 0
+                aggs.append(AggDelta("post_agg", e_uri, "quoteCount", inserted_quote))
                 violates_embed = await violates_embedding_rules(tx, e_uri, op)
                 post["violatesEmbeddingRules"] = violates_embed
                 if violates_embed:
@@ -144,22 +147,21 @@ async def insert(tx: Any, op: RecordOp) -> Optional[Row]:
                 embeds.append(rows)
                 await _many(tx, 'INSERT INTO post_embed_gallery_image ("postUri", position, "imageCid", alt) VALUES ', rows)
     threadgate = await thread_gate_record(tx, post["replyRoot"] or op.uri, op.seq)
-    ancestors = await all_rows(
+    ancestors = await order.ancestors_as_of(tx, op.uri, post["replyParent"], op.seq)
+    # Descendants written before this post (the official out-of-order notifications); those
+    # written after it were indexed early by another shard and are re-evaluated (order.py).
+    found = await all_rows(
         tx,
-        'WITH RECURSIVE ancestor(uri, "ancestorUri", height) AS ('
-        ' SELECT uri, "replyParent", 0 FROM post WHERE uri = %s'
-        ' UNION ALL SELECT p.uri, p."replyParent", a.height + 1 FROM post p JOIN ancestor a ON a."ancestorUri" = p.uri'
-        " WHERE a.height < %s) SELECT * FROM ancestor",
-        (op.uri, REPLY_NOTIF_DEPTH),
+        "WITH RECURSIVE descendent(uri, depth, early) AS ("
+        " SELECT p.uri, 1, (r.seq IS NULL OR %(s)s::bigint IS NULL OR r.seq <= %(s)s) FROM post p"
+        ' LEFT JOIN record r ON r.uri = p.uri WHERE 1 <= %(depth)s AND p."replyParent" = %(u)s'
+        " UNION ALL SELECT p.uri, d.depth + 1, d.early AND (r.seq IS NULL OR %(s)s::bigint IS NULL OR r.seq <= %(s)s)"
+        ' FROM post p JOIN descendent d ON d.uri = p."replyParent" LEFT JOIN record r ON r.uri = p.uri WHERE d.depth < %(depth)s)'
+        ' SELECT d.uri, d.depth, d.early, p.cid, p.creator, p."sortAt" FROM descendent d JOIN post p ON p.uri = d.uri',
+        {"u": op.uri, "s": op.seq, "depth": REPLY_NOTIF_DEPTH},
     )
-    descendents = await all_rows(
-        tx,
-        "WITH RECURSIVE descendent(uri, depth) AS ("
-        ' SELECT uri, 1 FROM post WHERE 1 <= %s AND "replyParent" = %s'
-        ' UNION ALL SELECT p.uri, d.depth + 1 FROM post p JOIN descendent d ON d.uri = p."replyParent" WHERE d.depth < %s)'
-        ' SELECT d.uri, d.depth, p.cid, p.creator, p."sortAt" FROM descendent d JOIN post p ON p.uri = d.uri',
-        (REPLY_NOTIF_DEPTH, op.uri, REPLY_NOTIF_DEPTH),
-    )
+    descendents = [d for d in found if d["early"]]
+    late = [d for d in found if not d["early"] and d["depth"] < REPLY_NOTIF_DEPTH]
     return {
         "post": post,
         "facets": facets_of(rec),
@@ -168,6 +170,7 @@ async def insert(tx: Any, op: RecordOp) -> Optional[Row]:
         "descendents": descendents,
         "threadgate": threadgate,
         "aggs": aggs,
+        "late_descendents": late,
     }
 
 
@@ -186,7 +189,7 @@ async def validate_reply(tx: Any, op: RecordOp, reply: dict[str, Any]) -> tuple[
     gate = refs.get(gate_uri(root_uri, "app.bsky.feed.threadgate")) if isinstance(root_uri, str) else None
     root = refs.get(root_uri)
     violates = await violates_thread_gate(
-        tx, op.did, did_of(root_uri), root["record"] if root else None, gate["record"] if gate else None
+        tx, op.did, did_of(root_uri), root["record"] if root else None, gate["record"] if gate else None, op.seq
     )
     return invalid, violates
 
@@ -196,16 +199,8 @@ async def reply_refs(tx: Any, root_uri: Any, parent_uri: Any, seq: Optional[int]
     uris = [u for u in (root_uri, parent_uri) if isinstance(u, str)]
     if isinstance(root_uri, str):
         uris.append(gate_uri(root_uri, "app.bsky.feed.threadgate"))
-    rows = await all_rows(
-        tx,
-        'SELECT r.uri, r.json, r.seq, p."invalidReplyRoot" FROM record r LEFT JOIN post p ON p.uri = r.uri WHERE r.uri = ANY(%s)',
-        (uris,),
-    )
-    return {
-        r["uri"]: {"record": loads(r["json"]), "invalidReplyRoot": r["invalidReplyRoot"]}
-        for r in rows
-        if order.visible(r["seq"], seq)
-    }
+    rows = await order.refs_as_of(tx, uris, seq)
+    return {u: {"record": loads(r["json"]), "invalidReplyRoot": r["invalidReplyRoot"]} for u, r in rows.items()}
 
 
 def invalid_reply_root(reply: dict[str, Any], parent: dict[str, Any]) -> bool:
@@ -219,8 +214,9 @@ def invalid_reply_root(reply: dict[str, Any], parent: dict[str, Any]) -> bool:
     return not isinstance(preply, dict) or (preply.get("root") or {}).get("uri") != root_uri
 
 
-async def violates_thread_gate(tx: Any, replier: str, owner: str, root_rec: Any, gate: Any) -> bool:
-    """Official ``violatesThreadGate`` (``parseThreadGate`` + one graph query)."""
+async def violates_thread_gate(tx: Any, replier: str, owner: str, root_rec: Any, gate: Any, seq: Optional[int] = None) -> bool:
+    """Official ``violatesThreadGate`` (``parseThreadGate`` + one graph query); a follow or list
+    item counts only if written at or before ``seq`` (order.py rule 6)."""
     if replier == owner:
         return False
     allow = gate.get("allow") if isinstance(gate, dict) else None
@@ -241,28 +237,29 @@ async def violates_thread_gate(tx: Any, replier: str, owner: str, root_rec: Any,
         return True
     row = await (
         await tx.execute(
-            'SELECT (%s AND EXISTS (SELECT 1 FROM follow WHERE "subjectDid" = %s AND creator = %s)),'
-            ' (%s AND EXISTS (SELECT 1 FROM follow WHERE creator = %s AND "subjectDid" = %s)),'
-            ' (%s AND EXISTS (SELECT 1 FROM list_item WHERE "listUri" = ANY(%s) AND "subjectDid" = %s))',
-            (allow_follower, owner, replier, allow_following, owner, replier, bool(lists), lists, replier),
+            'SELECT (%s AND EXISTS (SELECT 1 FROM follow f JOIN record r ON r.uri = f.uri WHERE f."subjectDid" = %s AND f.creator = %s AND (r.seq IS NULL OR %s::bigint IS NULL OR r.seq <= %s))),'
+            ' (%s AND EXISTS (SELECT 1 FROM follow f JOIN record r ON r.uri = f.uri WHERE f.creator = %s AND f."subjectDid" = %s AND (r.seq IS NULL OR %s::bigint IS NULL OR r.seq <= %s))),'
+            ' (%s AND EXISTS (SELECT 1 FROM list_item l JOIN record r ON r.uri = l.uri WHERE l."listUri" = ANY(%s) AND l."subjectDid" = %s AND (r.seq IS NULL OR %s::bigint IS NULL OR r.seq <= %s)))',
+            (allow_follower, owner, replier, seq, seq, allow_following, owner, replier, seq, seq, bool(lists), lists, replier, seq, seq),
         )
     ).fetchone()
     return not any(row)
 
 
 async def thread_gate_record(tx: Any, post_uri: str, seq: Optional[int]) -> Optional[dict[str, Any]]:
-    row = await one(tx, "SELECT json, seq FROM record WHERE uri = %s", (gate_uri(post_uri, "app.bsky.feed.threadgate"),))
-    return loads(row["json"]) if row and order.visible(row["seq"], seq) else None
+    """The thread gate of ``post_uri`` as of ``seq`` (official ``getThreadgateRecord``)."""
+    uri = gate_uri(post_uri, "app.bsky.feed.threadgate")
+    row = (await order.refs_as_of(tx, [uri], seq)).get(uri)
+    return loads(row["json"]) if row else None
 
 
 async def violates_embedding_rules(tx: Any, embed_uri: str, op: RecordOp) -> bool:
     """Official ``validatePostEmbed``: a visible post gate with a ``disableRule`` forbids quotes."""
     if did_of(op.uri) == did_of(embed_uri):
         return False
-    row = await one(tx, "SELECT json, seq FROM record WHERE uri = %s", (gate_uri(embed_uri, "app.bsky.feed.postgate"),))
-    if row is None or not order.visible(row["seq"], op.seq):
-        return False
-    return gate_disables_embedding(loads(row["json"]))
+    uri = gate_uri(embed_uri, "app.bsky.feed.postgate")
+    row = (await order.refs_as_of(tx, [uri], op.seq)).get(uri)
+    return row is not None and gate_disables_embedding(loads(row["json"]))
 
 
 def gate_disables_embedding(gate: Any) -> bool:
@@ -270,6 +267,16 @@ def gate_disables_embedding(gate: Any) -> bool:
     if not rules:
         return False
     return any(_type(r) == "app.bsky.feed.postgate#disableRule" for r in rules)
+
+
+def record_embeds(rec: dict[str, Any]) -> list[dict[str, Any]]:
+    """The record embeds of a post record, as ``insert`` lists them for the notifications."""
+    out = []
+    for emb in separate_embeds(rec.get("embed")):
+        if _type(emb) == "app.bsky.embed.record":
+            ref = emb.get("record") or {}
+            out.append({"embedUri": ref.get("uri"), "embedCid": ref.get("cid")})
+    return out
 
 
 def notifs_for_insert(idx: Row) -> list[Notif]:
@@ -310,13 +317,24 @@ def notifs_for_insert(idx: Row) -> list[Notif]:
 async def delete(tx: Any, uri: str) -> Optional[Row]:
     deleted = await one(
         tx,
-        'WITH fi AS (DELETE FROM feed_item WHERE "postUri" = %s), '
+        'WITH fi AS (DELETE FROM feed_item WHERE "postUri" = %s AND (%s::bigint IS NULL OR uri = %s)), '
         'otr AS (UPDATE op_thread_reply SET "deletedAt" = %s WHERE uri = %s) '
         "DELETE FROM post WHERE uri = %s RETURNING *",
-        (uri, order.now_iso(), uri, uri),
+        (uri, order.EVENT_SEQ.get(), uri, order.now_iso(), uri, uri),
     )
     aggs: list[AggDelta] = []
-    cur = await tx.execute("DELETE FROM quote WHERE subject = %s", (uri,))
+    seq = order.EVENT_SEQ.get()
+    if seq is not None:  # reposts' feed items and quotes written after this purge stay (order.py rule 4)
+        await tx.execute(
+            'DELETE FROM feed_item f WHERE f."postUri" = %s AND f.uri <> %s '
+            "AND NOT EXISTS (SELECT 1 FROM record r WHERE r.uri = f.uri AND r.seq > %s)",
+            (uri, uri, seq),
+        )
+    cur = await tx.execute(
+        "DELETE FROM quote q WHERE q.subject = %s AND NOT EXISTS "
+        "(SELECT 1 FROM record r WHERE r.uri = q.uri AND %s::bigint IS NOT NULL AND r.seq > %s)",
+        (uri, seq, seq),
+    )
     if cur.rowcount > 0:
         aggs.append(AggDelta("post_agg", uri, "quoteCount", -cur.rowcount))
     embeds: list[Any] = []
