@@ -10,8 +10,9 @@ the rows, aggregates and notifications that applying them one by one in order gi
 ``block`` with a ``rev``, whose uri occurs once among the batch's record events, and whose
 rev-guard verdict (``processor.decide``, same guards as the per-event path) is ``create``,
 ``delete`` or ``skip``. Anything else (updates, posts, gates, a uri seen twice in the batch,
-account events...) stays on the per-event path; ``segments`` cuts a batch into ordered runs of
-simple and other events, each applied fully before the next.
+account events...) stays on the per-event path. ``plan`` orders the batch into steps: a
+simple event waits in the pending run while later per-event events that commute with it
+(``movable_past``: e.g. a like and a plain post) are applied; a barrier flushes the run first.
 
 **Why a chunk equals one-by-one.** Inside a chunk deletes are written first, then creates in
 event order (``INSERT ... SELECT ... ORDER BY ordinality``, so of two creates with one duplicate
@@ -268,7 +269,7 @@ class Env:
 
 
 async def apply_run(tx: Any, events: list[dict[str, Any]], guards: dict[str, Guard], fx: Effects, env: Env) -> None:
-    """Apply a run of simple events (from ``segments``) in order, in as few chunks as possible."""
+    """Apply a run of simple events (a bulk step of ``plan``) in order, in as few chunks as possible."""
     rest = events
     while rest:
         state = await _delete_state(tx, [e for e in rest if _action(e, guards) == "delete"])

@@ -1,0 +1,217 @@
+"""The bulk fast path gives exactly the database that applying the events one by one gives.
+
+Reference: every event in its own batch with ``Indexer(bulk=False)`` (the per-event processor).
+Candidate: the same events in batches through ``Indexer`` with the bulk path on. Both go to
+their own schema of one real PostgreSQL database and are compared table by table (every
+column except the serial ``notification.id``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from fleet.db.migrate import migrate
+from fleet.indexing import Indexer, IndexingContext, bulk
+from tools.bench_indexing_path import CID1, CID2, did_for, seed_actors, synthetic_events
+
+LIKE, REPOST, FOLLOW, POST = "app.bsky.feed.like", "app.bsky.feed.repost", "app.bsky.graph.follow", "app.bsky.feed.post"
+A, B, C = did_for(900), did_for(901), did_for(902)
+_seq = [50_000]
+
+
+def ev(did: str, typ: str, coll: str, rkey: str, record: dict | None = None, rev: str | None = None, **kw: Any) -> dict:
+    _seq[0] += 1
+    s = _seq[0]
+    e = {"type": typ, "seq": s, "time": f"2025-01-01T12:00:{s % 60:02d}.{s % 1000:03d}Z", "did": did, "commit": CID1,
+         "rev": rev or f"3m{s:011d}", "collection": coll, "rkey": rkey}  # fmt: skip
+    if record is not None:
+        e["cid"], e["record"] = CID2, record
+    e.update(kw)
+    return e
+
+
+def like(did: str, rkey: str, subject: str, **kw: Any) -> dict:
+    return ev(did, "create", LIKE, rkey, {"$type": LIKE, "subject": {"uri": subject, "cid": CID1}, "createdAt": "2025-01-01T00:00:00.000Z"}, **kw)
+
+
+def follow(did: str, rkey: str, subject: str) -> dict:
+    return ev(did, "create", FOLLOW, rkey, {"$type": FOLLOW, "subject": subject, "createdAt": "2025-01-01T00:00:00.000Z"})
+
+
+def post(did: str, rkey: str, reply_to: str | None = None) -> dict:
+    rec: dict[str, Any] = {"$type": POST, "text": rkey, "createdAt": "2025-01-01T00:00:00.000Z"}
+    if reply_to:
+        rec["reply"] = {"root": {"uri": reply_to, "cid": CID2}, "parent": {"uri": reply_to, "cid": CID2}}
+    return ev(did, "create", POST, rkey, rec)
+
+
+def delete(did: str, coll: str, rkey: str, **kw: Any) -> dict:
+    return ev(did, "delete", coll, rkey, **kw)
+
+
+def uri(did: str, coll: str, rkey: str) -> str:
+    return f"at://{did}/{coll}/{rkey}"
+
+
+def special_cases() -> list[list[dict]]:
+    """Batches with the cases where order matters; see each comment."""
+    p_a, p_b = uri(A, POST, "3pa"), uri(B, POST, "3pb")
+    gate = {"$type": "app.bsky.feed.threadgate", "post": p_a, "createdAt": "2025-01-01T00:00:00.000Z",
+            "allow": [{"$type": "app.bsky.feed.threadgate#followingRule"}]}  # fmt: skip
+    first = [
+        post(A, "3pa"), post(B, "3pb"), ev(A, "create", "app.bsky.feed.threadgate", "3pa", gate),
+        like(C, "l1", p_a), like(C, "l2", p_a),  # two likes with one duplicate key in one run
+        like(B, "l3", p_a), delete(B, LIKE, "l3"),  # create + delete of one uri in one batch
+        like(C, "l4", p_b), like(C, "l4b", p_b),  # a primary and its duplicate (promoted below)
+        like(B, "l5", p_b), delete(B, LIKE, "l5", rev="3m00000000001"),  # a delete older than the record: skipped
+        follow(A, "f1", C), post(C, "3pc", reply_to=p_a),  # the follow must precede the gated reply
+        post(B, "3pd", reply_to=p_a),  # B is not followed: violates the gate
+        like(A, "m1", p_b),
+    ]  # fmt: skip
+    second = [
+        like(A, "m2", p_b), delete(A, LIKE, "m1"),  # a create with the key of a primary deleted after it: promoted
+        like(C, "l6", p_b), delete(C, LIKE, "l4"),  # the same with a primary that already had a duplicate
+        delete(C, LIKE, "l4b"),  # then the promoted duplicate goes too
+        ev(B, "create", REPOST, "r1", {"$type": REPOST, "subject": {"uri": p_b, "cid": CID2}, "createdAt": "2025-01-01T00:00:00.000Z"}),
+        delete(B, POST, "3pb"),  # removes the repost's feed_item: the repost must come first
+        like(B, "l7", p_a), follow(B, "f2", A), delete(B, FOLLOW, "f2"),
+        like(B, "l3", p_a, rev="3m00000000002"),  # an older create of a deleted uri: stays deleted
+    ]  # fmt: skip
+    return [first, second]
+
+
+async def _apply(url: str, schema: str, batches: list[list[dict]], bulk_on: bool, seed: list[str]) -> list:
+    ix = Indexer(IndexingContext(), bulk=bulk_on)
+    failed: list = []
+    async with await psycopg.AsyncConnection.connect(url) as conn:
+        await conn.execute(sql.SQL("SET search_path TO {}, public").format(sql.Identifier(schema)))
+        await seed_actors(conn, seed)
+        await conn.commit()
+        for b in batches:
+            async with conn.transaction():
+                failed.append([(i, type(e).__name__) for i, e in await ix.apply_batch(conn, b)])
+    return failed
+
+
+def _dump(url: str, schema: str) -> dict[str, list[tuple]]:
+    out: dict[str, list[tuple]] = {}
+    with psycopg.connect(url) as c:
+        tables = [r[0] for r in c.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s AND table_type = 'BASE TABLE'", (schema,)
+        )]  # fmt: skip
+        for t in sorted(x for x in tables if not x.endswith("migration") and not x.endswith("migration_lock")):
+            cols = [r[0] for r in c.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s "
+                "ORDER BY ordinal_position", (schema, t))]  # fmt: skip
+            if t == "notification":
+                cols.remove("id")
+            q = sql.SQL("SELECT {} FROM {}.{}").format(sql.SQL(", ").join(map(sql.Identifier, cols)), sql.Identifier(schema), sql.Identifier(t))
+            rows = sorted(c.execute(q).fetchall(), key=repr)
+            if rows:
+                out[t] = rows
+    return out
+
+
+def _one_by_one(batches: list[list[dict]]) -> list[list[dict]]:
+    return [[e] for b in batches for e in b]
+
+
+def _compare(url: str, batches: list[list[dict]], seed: list[str]) -> tuple[dict, list]:
+    migrate(url, "single")
+    migrate(url, "bulk")
+    asyncio.run(_apply(url, "single", _one_by_one(batches), False, seed))
+    failed = asyncio.run(_apply(url, "bulk", batches, True, seed))
+    single, fast = _dump(url, "single"), _dump(url, "bulk")
+    assert sorted(single) == sorted(fast)
+    for t in single:
+        assert fast[t] == single[t], f"table {t} differs"
+    return fast, failed
+
+
+def test_special_cases_give_the_one_by_one_database(database_url):
+    batches = special_cases()
+    fast, failed = _compare(database_url, batches, [A, B, C])
+    assert failed == [[], []]
+    likes = {r[0].rsplit("/", 1)[1] for r in fast["like"]}
+    assert likes == {"l1", "l5", "l7", "m2"}  # l2 duplicate of l1; l5's older delete skipped; l4, l4b deleted
+    # promoted m2 keeps its duplicate_record row (as the official); l6 became a duplicate of l4 before
+    # l4 went, l4b (older) was promoted instead and deleted: l6 stays a duplicate
+    assert {r[0].rsplit("/", 1)[1] for r in fast["duplicate_record"]} == {"l2", "l6", "m2"}
+    assert {r[0].rsplit("/", 1)[1] for r in fast["post"]} == {"3pa", "3pc", "3pd"}  # 3pb deleted
+
+
+def test_a_synthetic_mix_gives_the_one_by_one_database_also_when_replayed(database_url):
+    evs = synthetic_events(1200, seed=7, accounts=40)  # few accounts: duplicates, same-batch deletes
+    batches = [evs[i : i + 200] for i in range(0, len(evs), 200)]
+    seed = sorted({e["did"] for e in evs})[::2]  # half the accounts without an actor row (handle check due)
+    first, _ = _compare(database_url, batches, seed)
+    assert len(first["like"]) > 300 and "duplicate_record" in first
+    # replays: every batch again, through both paths, changes nothing and stays equal
+    asyncio.run(_apply(database_url, "single", _one_by_one(batches), False, []))
+    failed = asyncio.run(_apply(database_url, "bulk", batches, True, []))
+    assert all(f == [] for f in failed)
+    assert _dump(database_url, "bulk") == _dump(database_url, "single") == first
+
+
+def test_a_poison_event_in_a_bulk_run_fails_alone(database_url):
+    p = uri(A, POST, "3pa")
+    nul = like(B, "n1", p + "\x00")  # PostgreSQL refuses NUL: skipped as the per-event path does
+    bad = dict(like(B, "n2", p), time=None)  # indexedAt NOT NULL: a real failure
+    batch = [like(B, "g1", p), like(C, "g2", p), nul, bad, like(C, "g3", p + "x"), follow(B, "g4", C)]
+    fast, failed = _compare(database_url, [[post(A, "3pa")], batch], [A, B, C])
+    assert failed == [[], [(3, "NotNullViolation")]]
+    assert {r[0].rsplit("/", 1)[1] for r in fast["like"]} == {"g1", "g2", "g3"}
+    assert {r[0].rsplit("/", 1)[1] for r in fast["follow"]} == {"g4"}
+
+
+def test_likes_between_plain_posts_form_one_bulk_run(database_url):
+    migrate(database_url, "bulk")
+    p = uri(A, POST, "3pa")
+    events = [like(B, "k1", p), post(C, "3p1"), like(C, "k2", p), post(B, "3p2"), follow(B, "k3", A), like(A, "k4", p)]
+
+    async def steps() -> list[tuple[bool, list[str]]]:
+        async with await psycopg.AsyncConnection.connect(database_url) as conn:
+            await conn.execute("SET search_path TO bulk, public")
+            await seed_actors(conn, [A, B, C])
+            ix = Indexer(IndexingContext())
+            out = await bulk.plan(conn, events, {}, ix.plugins, True)
+            return [(s.bulk, [e["rkey"] for e in s.events]) for s in out]
+
+    assert asyncio.run(steps()) == [(False, ["3p1"]), (False, ["3p2"]), (True, ["k1", "k2", "k3", "k4"])]
+
+
+def test_a_follow_is_not_moved_past_a_reply_in_a_gated_thread(database_url):
+    migrate(database_url, "bulk")
+    p = uri(A, POST, "3pa")
+    gate_ev = ev(A, "create", "app.bsky.feed.threadgate", "3pa", {"$type": "app.bsky.feed.threadgate", "post": p, "createdAt": "2025-01-01T00:00:00.000Z"})
+    events = [like(B, "k1", p), follow(A, "k2", C), post(C, "3p1", reply_to=p), like(B, "k3", p)]
+
+    async def steps(with_gate: bool) -> list[tuple[bool, list[str]]]:
+        async with await psycopg.AsyncConnection.connect(database_url) as conn:
+            await conn.execute("SET search_path TO bulk, public")
+            await seed_actors(conn, [A, B, C])
+            ix = Indexer(IndexingContext())
+            out = await bulk.plan(conn, ([gate_ev] if with_gate else []) + events, {}, ix.plugins, True)
+            return [(s.bulk, [e["rkey"] for e in s.events]) for s in out]
+
+    assert asyncio.run(steps(False)) == [(False, ["3p1"]), (True, ["k1", "k2", "k3"])]
+    assert asyncio.run(steps(True)) == [(False, ["3pa"]), (True, ["k1", "k2"]), (False, ["3p1"]), (True, ["k3"])]
+
+
+def test_an_account_event_is_a_barrier(database_url):
+    migrate(database_url, "bulk")
+    p = uri(A, POST, "3pa")
+    events = [like(B, "k1", p), {"type": "account", "seq": 1, "time": "2025-01-01T12:00:00.000Z", "did": B, "active": False, "status": "deleted"}, like(C, "k2", p)]
+
+    async def steps() -> list[bool]:
+        async with await psycopg.AsyncConnection.connect(database_url) as conn:
+            await conn.execute("SET search_path TO bulk, public")
+            await seed_actors(conn, [A, B, C])
+            out = await bulk.plan(conn, events, {}, Indexer(IndexingContext()).plugins, True)
+            return [s.bulk for s in out]
+
+    assert asyncio.run(steps()) == [True, False, True]
