@@ -376,6 +376,55 @@ def compare(
     return out
 
 
+CLOCK_VALUE = "<clock>"
+
+
+def mask_clock_values(tables: Mapping[str, list[str]]) -> dict[str, list[str]]:
+    """Mask the values the official indexer takes from its wall clock, in a dump's JSON lines.
+
+    No replay can reproduce them, so both sides are masked before comparing:
+    - ``profile.createdAt`` of a profile record without ``createdAt``: the official plugin
+      stores ``new Date()`` at indexing; we store the event's time (the closest reproducible
+      value);
+    - ``op_thread_reply.deletedAt``: the official sets ``new Date()`` when the reply is
+      deleted; we use the delete event's time.
+    Everything else is left as it is. Works on raw and normalised dumps alike.
+    """
+    out = dict(tables)
+    clock_profiles = set()
+    for text in tables.get("record", []):
+        if "app.bsky.actor.profile/self" not in text:
+            continue
+        row = json.loads(text)
+        if not str(row.get("uri", "")).endswith("/app.bsky.actor.profile/self"):
+            continue
+        try:
+            rec = json.loads(row.get("json") or "{}")
+        except ValueError:
+            continue
+        if not isinstance(rec, dict) or "createdAt" not in rec:
+            clock_profiles.add(row["uri"])
+
+    def remask(table: str, fn) -> None:
+        if table in tables:
+            rows = [json.loads(x) for x in tables[table]]
+            out[table] = sorted(line(fn(r)) for r in rows)
+
+    def profile(r: dict[str, Any]) -> dict[str, Any]:
+        if r.get("uri") in clock_profiles and r.get("createdAt") is not None:
+            r["createdAt"] = CLOCK_VALUE
+        return r
+
+    def op_reply(r: dict[str, Any]) -> dict[str, Any]:
+        if r.get("deletedAt") is not None:
+            r["deletedAt"] = CLOCK_VALUE
+        return r
+
+    remask("profile", profile)
+    remask("op_thread_reply", op_reply)
+    return out
+
+
 def format_report(diffs: Mapping[str, TableDiff], show: int = 5, width: int = 240) -> str:
     """A per-table result table, then the first ``show`` differences of each differing table."""
     lines = [f"{'table':32} {'expected':>8} {'got':>8} {'missing':>8} {'extra':>8}  result"]
