@@ -30,6 +30,11 @@ writes them after its records: one ``actor_sync`` upsert (per did the last commi
 highest rev, which is what the guarded upserts leave in sequence) and one ``actor`` read; an
 event whose actor row is due for a handle re-resolution calls ``actors.index_handle`` itself.
 
+Cross-shard order (``order.py``): notifications are stamped with the seq of their write
+(``order.stamp``), so those to an account deleted after the write are dropped at flush; a new
+repost whose subject was deleted or updated after it loses its feed item (``order.after_insert``
+rule 4, one query per chunk: ``purged_after_many``).
+
 Failures: any exception leaves the batch to the facade, which rolls back and re-applies it one
 event per savepoint on the per-event path, so a poison event fails alone as before.
 
@@ -48,7 +53,7 @@ from typing import Any, Awaitable, Callable, Optional
 from prometheus_client import Counter
 from psycopg.rows import dict_row
 
-from . import actors
+from . import actors, order
 from .dates import normalize_datetime
 from .plugin import InvalidRecord, Plugin
 from .plugins._helpers import normalize_datetime_always
@@ -401,7 +406,7 @@ async def _write_deletes(tx: Any, deletes: list[dict[str, Any]], guards: dict[st
         fx.aggs.extend(plugin.aggregates(row, -1))
         notifs, to_delete = plugin.notifs_for_delete(row, None)  # no duplicate to promote (see _cut)
         fx.notifs.delete_for(to_delete)
-        fx.notifs.add(notifs)
+        fx.notifs.add(order.stamp(notifs, None))
 
 
 def _array_types(n: int) -> str:
@@ -442,8 +447,33 @@ async def _write_creates(tx: Any, creates: list[tuple[dict[str, Any], Any]], gua
             continue
         plugin = env.plugins[op.collection]
         fx.aggs.extend(plugin.aggregates(row, 1))
-        fx.notifs.add(plugin.notifs_for_insert(row))
-        # order.after_insert re-evaluates dependents of posts and gates only: nothing here.
+        fx.notifs.add(order.stamp(plugin.notifs_for_insert(row), op.seq))
+    # order.after_insert: for a new repost, its feed item goes when its subject was purged after
+    # it (rule 4); for likes, follows and blocks it does nothing.
+    reposts = [(op.uri, inserted[op.uri]["subject"], op.seq) for op in ops if op.collection == REPOST and op.uri in inserted]
+    purged = await purged_after_many(tx, [(s, q) for _, s, q in reposts])
+    gone = [u for (u, _, _), p in zip(reposts, purged) if p]
+    if gone:
+        await tx.execute("DELETE FROM feed_item WHERE uri = ANY(%b)", (gone,))
+
+
+async def purged_after_many(tx: Any, pairs: list[tuple[Any, Optional[int]]]) -> list[bool]:
+    """``order.purged_after(uri, seq)`` for many (uri, seq) pairs in one query, in order."""
+    idx = [i for i, (u, s) in enumerate(pairs) if s is not None and isinstance(u, str)]
+    out = [False] * len(pairs)
+    if not idx:
+        return out
+    uris = [pairs[i][0] for i in idx]
+    cur = await tx.execute(
+        "SELECT k.i FROM unnest(%b::int[], %b::varchar[], %b::bigint[], %b::varchar[]) AS k(i, uri, seq, did) "
+        "WHERE EXISTS (SELECT 1 FROM fleet_record_history h WHERE h.uri = k.uri AND h.seq_to > k.seq AND NOT EXISTS "
+        "(SELECT 1 FROM fleet_account_deletion a WHERE a.did = k.did AND a.seq = h.seq_to)) "
+        "OR EXISTS (SELECT 1 FROM fleet_record_tombstone t WHERE t.uri = k.uri AND t.seq > k.seq)",
+        (idx, uris, [pairs[i][1] for i in idx], [u[5:].split("/", 1)[0] for u in uris]),
+    )
+    for (i,) in await cur.fetchall():
+        out[i] = True
+    return out
 
 
 async def _insert_rows(tx: Any, coll: str, ops: list[Any]) -> dict[str, dict[str, Any]]:
