@@ -53,7 +53,7 @@ from typing import Any, Awaitable, Callable, Optional
 from prometheus_client import Counter
 from psycopg.rows import dict_row
 
-from . import actors, order
+from . import actors, bulk_post, order
 from .dates import normalize_datetime
 from .plugin import InvalidRecord, Plugin
 from .plugins._helpers import normalize_datetime_always
@@ -114,6 +114,7 @@ _FREE = frozenset((
     "app.bsky.notification.declaration", "com.germnetwork.declaration",
 ))  # fmt: skip
 _GATES = frozenset(("app.bsky.feed.threadgate", "app.bsky.feed.postgate"))
+SIMPLE_COLLECTIONS = frozenset((*TABLES, POST))  # post creates: ``bulk_post``
 
 
 def movable_past(ev: dict[str, Any], plugins: dict[str, Plugin], gated: Callable[[dict[str, Any]], bool]) -> frozenset[str]:
@@ -130,7 +131,7 @@ def movable_past(ev: dict[str, Any], plugins: dict[str, Plugin], gated: Callable
         return frozenset()
     coll = ev.get("collection")
     if coll in _FREE or (coll not in plugins and coll not in TABLES and coll not in _GATES and coll != POST):
-        return frozenset(TABLES)
+        return SIMPLE_COLLECTIONS  # pending post creates too: these read and write no post
     if coll in _GATES:
         return frozenset((LIKE, REPOST, BLOCK))
     if coll == POST:
@@ -248,10 +249,12 @@ def simple(
     ev: dict[str, Any], uri: Optional[str], counts: dict[str, int], guards: dict[str, Guard], plugins: dict[str, Plugin]
 ) -> bool:
     """Can this event go through the bulk path (see the module docstring)?"""
-    if uri is None or counts.get(uri) != 1 or ev["collection"] not in TABLES or ev["collection"] not in plugins:
+    if uri is None or counts.get(uri) != 1 or ev["collection"] not in SIMPLE_COLLECTIONS or ev["collection"] not in plugins:
         return False
     if ev["type"] not in ("create", "delete") or not isinstance(ev.get("rev"), str):
         return False
+    if ev["collection"] == POST and ev["type"] != "create":
+        return False  # a post delete purges and re-evaluates: per-event path
     did = ev.get("did")
     if not isinstance(did, str) or not did.startswith("did:"):
         return False
@@ -278,7 +281,8 @@ async def apply_run(tx: Any, events: list[dict[str, Any]], guards: dict[str, Gua
     rest = events
     while rest:
         state = await _delete_state(tx, [e for e in rest if _action(e, guards) == "delete"])
-        chunk, single, rest = _cut(rest, guards, state)
+        posts = await bulk_post.state(tx, [e for e in rest if e["collection"] == POST and _action(e, guards) == "create"])
+        chunk, single, rest = _cut(rest, guards, state, posts)
         if chunk:
             await _apply_chunk(tx, chunk, guards, fx, env)
         if single is not None:
@@ -316,13 +320,21 @@ async def _delete_state(tx: Any, deletes: list[dict[str, Any]]) -> dict[str, Del
 
 
 def _cut(
-    events: list[dict[str, Any]], guards: dict[str, Guard], state: dict[str, DeleteState]
+    events: list[dict[str, Any]], guards: dict[str, Guard], state: dict[str, DeleteState], posts: dict[str, str]
 ) -> tuple[list[dict[str, Any]], Optional[dict[str, Any]], list[dict[str, Any]]]:
-    """(chunk, event for the per-event path or None, rest) — the longest prefix that commutes."""
+    """(chunk, event for the per-event path or None, rest) — the longest prefix that commutes.
+
+    ``posts``: post creates that need the per-event path (``bulk_post.state``); a post create
+    that refers to a post created at or after it in the run goes there too."""
     created: set[tuple[str, str, str]] = set()
+    post_at = {uri_of(e): i for i, e in enumerate(events) if e["collection"] == POST}
     for i, ev in enumerate(events):
         action = _action(ev, guards)
-        if action == "create":
+        if action == "create" and ev["collection"] == POST:
+            u = uri_of(ev) or ""
+            if u in posts or any(post_at.get(r, -1) >= i for r in bulk_post.refers_to(ev)):
+                return events[:i], ev, events[i + 1 :]
+        elif action == "create":
             rec = ev.get("record")
             if isinstance(rec, dict):
                 created.add(_dup_key(ev["collection"], ev["did"], TABLES[ev["collection"]].key(rec)))
@@ -414,13 +426,22 @@ def _array_types(n: int) -> str:
 
 
 async def _write_creates(tx: Any, creates: list[tuple[dict[str, Any], Any]], guards: dict[str, Guard], fx: Effects, env: Env) -> None:
-    ops = [op for _, op in creates]
-    cols = [list(c) for c in zip(*[(op.uri, op.cid, op.did, op.json, op.indexed_at, op.rev, op.seq) for op in ops])]
+    all_ops = [op for _, op in creates]
+    cols = [list(c) for c in zip(*[(op.uri, op.cid, op.did, op.json, op.indexed_at, op.rev, op.seq) for op in all_ops])]
     await tx.execute(
         'INSERT INTO record (uri, cid, did, json, "indexedAt", rev, seq) '
         f"SELECT * FROM unnest({_array_types(6)}, %b::bigint[]) ON CONFLICT DO NOTHING",
         cols,
     )
+    post_ops = [op for op in all_ops if op.collection == POST]
+    if post_ops:
+        await bulk_post.write(tx, post_ops, fx)
+        for op in post_ops:
+            g = guards.setdefault(op.uri, Guard())
+            g.exists, g.rev, g.cid = True, op.rev, op.cid
+            env.count("create")
+            BULK_EVENTS.labels("create").inc()
+    ops = [op for op in all_ops if op.collection != POST]
     by_coll: dict[str, list[Any]] = {}
     for op in ops:
         by_coll.setdefault(op.collection, []).append(op)
