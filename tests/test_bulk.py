@@ -306,3 +306,87 @@ def test_notifications_to_an_account_deleted_after_the_write_are_dropped_when_in
     # B's like was written before A's deletion (its notification went with the account);
     # C's follow after it (kept, as in firehose order)
     assert [(r[0], r[4]) for r in fast["notification"]] == [(A, "follow")]
+
+
+# ---------------------------------------------------------------- post creates (bulk_post)
+
+D = did_for(903)
+POSTGATE = "app.bsky.feed.postgate"
+RAW_CID = "bafkreifzjut3te2nhyekklss27nh3k72ysco7y32koao5eei66wof36n5e"  # a blob ref: raw CIDv1
+
+
+def _blob(mime: str) -> dict:
+    return {"$type": "blob", "ref": {"$link": RAW_CID}, "mimeType": mime, "size": 1000}
+
+
+def _mention(did: str) -> dict:
+    return {"$type": "app.bsky.richtext.facet", "index": {"byteStart": 0, "byteEnd": 1},
+            "features": [{"$type": "app.bsky.richtext.facet#mention", "did": did}]}  # fmt: skip
+
+
+def rich_post(did: str, rkey: str, *, parent: str | None = None, root: str | None = None, quote: str | None = None,
+              embed: dict | None = None, mentions: tuple[str, ...] = (), **kw: Any) -> dict:  # fmt: skip
+    rec: dict[str, Any] = {"$type": POST, "text": f"post {rkey}", "createdAt": "2025-01-01T00:00:00.000Z", "langs": ["en"]}
+    if parent:
+        rec["reply"] = {"root": {"uri": root or parent, "cid": CID2}, "parent": {"uri": parent, "cid": CID2}}
+    if mentions:
+        rec["facets"] = [_mention(m) for m in mentions]
+    if quote and embed:
+        rec["embed"] = {"$type": "app.bsky.embed.recordWithMedia", "record": {"record": {"uri": quote, "cid": CID2}}, "media": embed}
+    elif quote:
+        rec["embed"] = {"$type": "app.bsky.embed.record", "record": {"uri": quote, "cid": CID2}}
+    elif embed:
+        rec["embed"] = embed
+    return ev(did, "create", POST, rkey, rec, **kw)
+
+
+def post_cases() -> list[list[dict]]:
+    p1, p2, p3 = uri(A, POST, "p1"), uri(A, POST, "p2"), uri(A, POST, "p3")
+    images = {"$type": "app.bsky.embed.images", "images": [{"image": _blob("image/jpeg"), "alt": "one"}, {"image": _blob("image/png"), "alt": "two"}]}
+    external = {"$type": "app.bsky.embed.external", "external": {"uri": "https://example.com", "title": "t", "description": "d", "thumb": _blob("image/jpeg")}}
+    video = {"$type": "app.bsky.embed.video", "video": _blob("video/mp4"), "alt": "v"}
+    gallery = {"$type": "app.bsky.embed.gallery", "items": [{"$type": "app.bsky.embed.gallery#image", "image": _blob("image/jpeg"), "alt": "g", "aspectRatio": {"width": 1, "height": 1}}]}
+    no_quotes = {"$type": POSTGATE, "post": uri(B, POST, "b1"), "createdAt": "2025-01-01T00:00:00.000Z",
+                 "embeddingRules": [{"$type": "app.bsky.feed.postgate#disableRule"}]}  # fmt: skip
+    late_child = rich_post(C, "c0", parent=uri(D, POST, "d1"))  # a reply indexed before its parent
+    first = [
+        rich_post(B, "b1"), ev(B, "create", POSTGATE, "b1", no_quotes), late_child,
+        rich_post(A, "p1", mentions=(B, C, A), embed=images),  # a self-thread in one run
+        rich_post(A, "p2", parent=p1, mentions=(B,)), rich_post(A, "p3", parent=p2, root=p1, embed=external),
+        rich_post(B, "b2", parent=p3, root=p1, embed=video),  # notifies A once (parent, root: one account)
+        rich_post(C, "c1", parent=p2, root=p2),  # wrong root: invalidReplyRoot
+        rich_post(C, "c2", parent=uri(C, POST, "c1"), root=p2),  # reply to an invalid reply: invalid too
+        rich_post(C, "c3", parent=uri(D, POST, "gone"), root=uri(D, POST, "gone")),  # missing parent: invalid
+        rich_post(D, "d2", quote=p1), rich_post(D, "d3", quote=uri(B, POST, "b1"), embed=gallery),  # quote; gated quote
+        rich_post(B, "b3", quote=uri(B, POST, "b1")),  # own post: no gate check
+        like(C, "k1", p1), rich_post(D, "d1", mentions=(A,)),  # the late parent: its child is already indexed
+        rich_post(D, "d4", parent=uri(D, POST, "d5")), rich_post(D, "d5"),  # a reply to a post created after it
+        rich_post(C, "c4", parent=uri(C, POST, "c4")),  # a reply to itself
+    ]  # fmt: skip
+    same_commit = [rich_post(A, "s1"), rich_post(A, "s2", parent=uri(A, POST, "s1"))]
+    same_commit[1].update(seq=same_commit[0]["seq"], rev=same_commit[0]["rev"])  # one commit, two posts
+    second = same_commit + [rich_post(B, "b4", parent=uri(A, POST, "s2"), root=uri(A, POST, "s1"), quote=p3)]
+    return [first, second]
+
+
+def test_post_creates_give_the_one_by_one_database(database_url):
+    before = bulk.BULK_EVENTS.labels("create")._value.get()
+    fast, failed = _compare(database_url, post_cases(), [A, B, C, D])
+    assert failed == [[], []]
+    assert bulk.BULK_EVENTS.labels("create")._value.get() - before >= 14  # most posts went through bulk_post
+    posts = {r[0].rsplit("/", 1)[1]: r for r in fast["post"]}
+    assert len(posts) == 19
+    notifs = {(r[4], r[1].rsplit("/", 1)[1]) for r in fast["notification"]}  # (reason, record rkey)
+    assert {("like", "k1"), ("quote", "d2"), ("mention", "p1"), ("reply", "b2")} <= notifs
+    assert ("quote", "d3") not in notifs and posts["d3"][-3] is True  # the post gate forbids quoting b1
+    assert posts["c1"][-6] is True and posts["c2"][-6] is True and posts["c3"][-6] is True  # invalidReplyRoot
+    assert "post_embed_image" in fast and "post_embed_gallery_image" in fast and "op_thread_reply" in fast
+
+
+def test_post_creates_give_the_one_by_one_database_in_a_sharded_interleaving(database_url):
+    events = renumber([e for b in post_cases() for e in b])
+    for merge_seed in (3, 4):
+        _compare(database_url, random_merge(events, merge_seed, max_batch=8), [A, B, C, D])
+        with psycopg.connect(database_url, autocommit=True) as c:
+            c.execute("DROP SCHEMA single CASCADE")
+            c.execute("DROP SCHEMA bulk CASCADE")
