@@ -20,7 +20,6 @@ from tests.actor_support import (
     corpus_events,
     expected_rows,
     migrated,
-    set_doc_handle,
     table_rows,
 )
 from tests.conftest import CORPUS

@@ -9,7 +9,6 @@ import time
 
 import pytest
 import redis
-import redis.asyncio as aioredis
 from aiohttp import web
 
 from fleet import config, streams

@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 
-import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
 

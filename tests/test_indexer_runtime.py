@@ -19,8 +19,6 @@ import redis as syncredis
 from fleet import streams
 from fleet.config import load
 from fleet.indexer import main as indexer_main
-from fleet.indexer.consumer import ShardConsumer
-from fleet.db.pool import open_pool
 from fleet.log import get_logger
 from fleet.runtime import RoleContext
 

@@ -92,7 +92,6 @@ def run(quick: bool = False, child_cmd: list[str] | None = None, child_env: dict
     for i, n in enumerate(sizes):
         cars[_did(i)], _ = build_repo(_did(i), synthetic_records(n, _did(i), seed=i), key)
         total_records += n
-    big_did = _did(len(sizes) - 1)
 
     # ceiling: libipld.decode_car alone on the same CARs (best of 3: the strictest ceiling)
     ceiling = 0.0

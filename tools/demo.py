@@ -26,7 +26,6 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
