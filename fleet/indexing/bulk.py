@@ -123,9 +123,12 @@ def movable_past(ev: dict[str, Any], plugins: dict[str, Plugin], gated: Callable
     No post or gate code reads likes or blocks. A post delete or update removes the reposts'
     ``feed_item`` rows of that post. Thread-gate rules read follows: a reply (create or
     update) whose thread may have a gate (``gated``), and the gates themselves, keep follows
-    in order. The ``_FREE`` collections touch only their own tables. Anything else
-    (non-record events, other collections, simple collections on the per-event path) is a
-    barrier.
+    in order. The ``_FREE`` collections touch only their own tables. A like, repost, follow
+    or block on the per-event path (its uri twice in the batch, an update, a promoting
+    delete) touches its own uri and its duplicate key (creator + subject), so it lets pass
+    every pending event but those of its own collection and account (``_passes``); a follow
+    keeps pending posts (gated replies read follows). Anything else (non-record events,
+    other collections) is a barrier.
     """
     if ev.get("type") not in ("create", "update", "delete"):
         return frozenset()
@@ -134,6 +137,8 @@ def movable_past(ev: dict[str, Any], plugins: dict[str, Plugin], gated: Callable
         return SIMPLE_COLLECTIONS  # pending post creates too: these read and write no post
     if coll in _GATES:
         return frozenset((LIKE, REPOST, BLOCK))
+    if coll in TABLES:
+        return SIMPLE_COLLECTIONS - {POST} if coll == FOLLOW else SIMPLE_COLLECTIONS
     if coll == POST:
         out = {LIKE, BLOCK}
         if ev["type"] == "create":
@@ -189,6 +194,7 @@ async def plan(
     steps: list[Step] = []
     pending: list[dict[str, Any]] = []
     kinds: set[str] = set()
+    owners: set[tuple[str, str]] = set()  # (collection, did) of pending events
     top: dict[str, tuple[str, Any]] = {}  # did -> (highest rev, its commit) among pending
     blocked = False  # a pending event's account is due a handle re-resolution
 
@@ -198,6 +204,7 @@ async def plan(
             steps.append(Step(True, pending.copy()))
             pending.clear()
             kinds.clear()
+            owners.clear()
             top.clear()
         blocked = False
 
@@ -205,6 +212,7 @@ async def plan(
         if simple(ev, uri, counts, guards, plugins):
             pending.append(ev)
             kinds.add(ev["collection"])
+            owners.add((ev["collection"], ev["did"]))
             t = top.get(ev["did"])
             if t is None or ev["rev"] > t[0]:
                 top[ev["did"]] = (ev["rev"], ev.get("commit"))
@@ -212,7 +220,7 @@ async def plan(
                 top[ev["did"]] = (ev["rev"], object())  # two commits at one rev: nothing may pass
             blocked = blocked or ev.get("did") in due
             continue
-        if pending and not _passes(ev, kinds, top, blocked, due, plugins, gated):
+        if pending and not _passes(ev, kinds, owners, top, blocked, due, plugins, gated):
             flush()
         steps.append(Step(False, [ev]))
     flush()
@@ -220,11 +228,13 @@ async def plan(
 
 
 def _passes(
-    ev: dict[str, Any], kinds: set[str], top: dict[str, tuple[str, Any]], blocked: bool, due: set[str],
-    plugins: dict[str, Plugin], gated: Callable[[dict[str, Any]], bool],
+    ev: dict[str, Any], kinds: set[str], owners: set[tuple[str, str]], top: dict[str, tuple[str, Any]], blocked: bool,
+    due: set[str], plugins: dict[str, Plugin], gated: Callable[[dict[str, Any]], bool],
 ) -> bool:
     if blocked or ev.get("did") in due or not kinds <= movable_past(ev, plugins, gated):
         return False
+    if ev.get("collection") in TABLES and (ev["collection"], ev.get("did")) in owners:
+        return False  # may share a duplicate key with a pending event
     t = top.get(ev.get("did"))  # type: ignore[arg-type]
     if t is None:
         return True
