@@ -36,6 +36,7 @@ from prometheus_client import Counter
 
 from . import bulk as bulkmod
 from .context import IndexingContext
+from .locks import lock_batch
 from .plugin import InvalidRecord
 from .plugins import registry
 from .processor import Effects, Guard, WriteRejected, apply_record_event, load_guards
@@ -79,6 +80,7 @@ class Indexer:
         """Apply ``events`` in order inside the caller's transaction; returns the failed ones."""
         if not events:
             return []
+        await lock_batch(conn, events)  # cross-shard order (locks.py): before the first savepoint
         try:
             async with conn.transaction():
                 fx = Effects()

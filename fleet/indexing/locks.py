@@ -1,0 +1,337 @@
+"""Cross-shard locks: a batch's transaction waits for the concurrent batches it must see.
+
+    held = await lock_batch(conn, events)   # first statement of the batch's transaction
+
+Why. Shards index concurrently, each batch in one READ COMMITTED transaction. A batch cannot
+see another shard's uncommitted rows, so without locks a reply's batch looks for its parent
+while the parent's batch (another shard) is not yet committed, and the parent's batch looks
+for already-indexed dependents while the reply is not yet committed: both miss each other, and
+``order.py``'s "evaluate as of seq, re-evaluate late dependents" never runs (its rules assume
+that of two writes one was committed when the other looked).
+
+What. At the start of the batch transaction, one statement takes transaction-scoped advisory
+locks (``pg_advisory_xact_lock[_shared]``, 64-bit keys: ``key_id``, a blake2b hash of a string
+key) for every cross-account key the batch touches, in one sorted order:
+
+================================  ============  ==================================================
+key                               mode          taken by
+================================  ============  ==================================================
+``at://<post uri>``               EXCLUSIVE     a post's create/update/delete; a thread gate's and a
+                                                post gate's create/update/delete (key: the gated
+                                                post, same did and rkey)
+``at://<post uri>``               SHARED        a reply: its parent, its root and every ancestor
+                                                above the parent (``chain``); a quote: the quoted
+                                                uri; a repost: its subject (``purged_after``)
+``acct:<did>``                    EXCLUSIVE     an account deletion (``#account`` deleted)
+``acct:<did>``                    SHARED        every account a batch depends on or may notify:
+                                                the dids of the uris above, subjects of likes,
+                                                reposts, follows, list items…, mentioned dids
+``graph:<did>``                   EXCLUSIVE     follow create/delete by ``<did>``
+``graph:<root author>``           SHARED        a reply in another account's thread (the thread
+                                                gate's following rule reads the owner's follows)
+``list:<list uri>``               EXCLUSIVE     list item create/delete in that list
+``list:<list uri>``               SHARED        a reply whose thread gate has a list rule
+================================  ============  ==================================================
+
+Likes take no uri key (no rule reads another account's likes), only ``acct:<subject did>``
+(shared): a post with a million likes never serialises shards; shared locks never wait for
+each other, only for the rare exclusive holder (an account deletion).
+
+Why this suffices (each case: the two batches cannot both run their reads before the other's
+commit; under READ COMMITTED every statement after the lock wait sees what the other committed):
+
+* **Reply and parent/root/gate.** The reply holds S on its parent and root; the parent's,
+  root's and gate's writers hold X on the same key. Whichever batch is second sees the first:
+  the reply sees the parent (``invalidReplyRoot``, notifications), or the parent's
+  ``order.after_insert`` sees the reply and re-evaluates it.
+* **Ancestors further up, and re-evaluation cascades.** A reply R's flag reads its parent P's
+  flag, which a late grandparent G's batch may rewrite (``order.reevaluate`` -> cascade to P's
+  children), and R's notifications walk the ancestors up to depth 5. So R holds S on the whole
+  ancestor chain (``CHAIN_DEPTH`` levels): G's X conflicts with it, and either R reads after
+  G's re-evaluation committed, or G's cascade sees R. The chain is read from committed rows
+  (``post.replyParent`` and history versions), so it may grow while R waits for the first keys
+  (P committed meanwhile: now its parent is known). Hence rounds: read the chain, lock it, read
+  it again, lock what is new, until nothing is new. Once R holds S on every uri of the chain
+  and on the uri where the chain stops, nothing on it can change until R commits: a write there
+  needs X. A chain read in round 1 costs no wait; later rounds can wait while holding round-1
+  locks, so they can deadlock with a batch holding X on a new key that waits for ours;
+  PostgreSQL detects it (``deadlock_timeout``) and the runtime retries the aborted batch (class
+  40). That needs a chain to grow under a concurrent writer of two links of it: rare.
+* **Quotes, reposts and purges.** A post's delete/update purges the quotes of it and its
+  reposts' feed items written before the purge (``order.purged_after``): the quote/repost holds
+  S on the subject, the purge X. A post gate and the quotes it governs: same key (gated post).
+* **Account deletion.** It moves the account's posts to history, re-evaluates their dependents,
+  deletes notifications to it, and a notification written later is dropped at flush if its
+  write precedes the deletion. Its X on ``acct:<did>`` conflicts with every batch that
+  depends on or notifies the account (S), so one of the two sees the other.
+* **Thread-gate graph rules.** Follows and list items of the gate's owner/lists vs replies in
+  the thread (``graph:``/``list:``). The follower rule reads the replier's own follows: same
+  shard, no lock. Note: a follow indexed *after* a later reply is not re-evaluated
+  (``order.py`` known limits); the lock only makes the outcome independent of concurrency.
+
+Deadlocks: round 1 is one statement over sorted keys, taken before the batch writes anything,
+so batches never wait on each other's row locks while holding advisory ones they lack.
+
+Must run inside the batch's transaction, before its first savepoint: rolling back to a
+savepoint releases the advisory locks taken inside it. With a connection not in a transaction
+(a test calling ``apply_batch`` in autocommit) there is nothing to hold: it does nothing.
+
+Costs (measured in tests/test_locks.py and the conformance runs; see the report): one lock
+statement per batch; batches with replies also read the chain and the thread gates twice (two
+small indexed queries each). Lock table: ``max_locks_per_transaction`` x ``max_connections``
+must exceed shards x keys per batch (a 500-event batch takes at most ~1,000 keys).
+
+Metrics: ``rsky_indexing_lock_keys`` (histogram, keys per batch), ``rsky_indexing_lock_seconds``
+(histogram, time to read the chain and acquire the locks), ``rsky_indexing_lock_rounds_total``
+(counter, acquisition rounds after the first, i.e. a chain that grew while waiting).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Optional
+
+from prometheus_client import Counter, Histogram
+from psycopg.pq import TransactionStatus
+
+POST = "app.bsky.feed.post"
+THREADGATE = "app.bsky.feed.threadgate"
+POSTGATE = "app.bsky.feed.postgate"
+REPOST = "app.bsky.feed.repost"
+LIKE = "app.bsky.feed.like"
+FOLLOW = "app.bsky.graph.follow"
+LISTITEM = "app.bsky.graph.listitem"
+RECORD_TYPES = ("create", "update", "delete")
+CHAIN_DEPTH = 64  # ancestors locked above a reply's parent (flag cascades deeper are not covered)
+MAX_ROUNDS = 8
+
+LOCK_KEYS = Histogram("rsky_indexing_lock_keys", "advisory lock keys taken per batch", buckets=(0, 1, 10, 50, 100, 250, 500, 1000, 2500))
+LOCK_SECONDS = Histogram("rsky_indexing_lock_seconds", "time to read the chain and take the batch's advisory locks")
+LOCK_ROUNDS = Counter("rsky_indexing_lock_rounds_total", "lock rounds after the first (a chain grew while waiting)")
+
+
+def key_id(key: str) -> int:
+    """The 64-bit advisory lock id of a string key (stable across processes and versions)."""
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big", signed=True)
+
+
+def _did(uri: Any) -> str:
+    if not isinstance(uri, str):
+        return ""
+    rest = uri[5:] if uri.startswith("at://") else uri
+    return rest.split("/", 1)[0]
+
+
+def _coll(uri: str) -> str:
+    parts = uri[5:].split("/") if uri.startswith("at://") else []
+    return parts[1] if len(parts) > 1 else ""
+
+
+def gated_post(did: str, rkey: str) -> str:
+    return f"at://{did}/{POST}/{rkey}"
+
+
+def _type(v: Any) -> Any:
+    return v.get("$type") if isinstance(v, dict) else None
+
+
+@dataclass
+class Plan:
+    """What a batch locks: ``keys`` (key -> exclusive) plus what the chain/gate reads start from."""
+
+    keys: dict[str, bool] = field(default_factory=dict)
+    starts: set[str] = field(default_factory=set)  # parents and roots of the batch's replies
+    roots: dict[str, str] = field(default_factory=dict)  # root uri -> replier did (other accounts' threads)
+    gates: dict[str, Any] = field(default_factory=dict)  # thread gate uri -> record in this batch
+    listitem_deletes: list[str] = field(default_factory=list)
+
+    def shared(self, key: str) -> None:
+        if key and key not in self.keys:
+            self.keys[key] = False
+
+    def exclusive(self, key: str) -> None:
+        if key:
+            self.keys[key] = True
+
+    def reads_uri(self, uri: Any) -> None:
+        if isinstance(uri, str) and uri.startswith("at://"):
+            self.shared(uri)
+            self.shared("acct:" + _did(uri))
+
+    def notifies(self, did: Any) -> None:
+        if isinstance(did, str) and did.startswith("did:"):
+            self.shared("acct:" + did)
+
+
+def _subject_uri(rec: dict[str, Any]) -> Optional[str]:
+    s = rec.get("subject")
+    if isinstance(s, dict):
+        s = s.get("uri")
+    return s if isinstance(s, str) else None
+
+
+def _quoted(rec: dict[str, Any]) -> list[str]:
+    embed = rec.get("embed")
+    if not isinstance(embed, dict):
+        return []
+    if _type(embed) == "app.bsky.embed.recordWithMedia":
+        embed = embed.get("record")
+    ref = embed.get("record") if isinstance(embed, dict) else None
+    uri = ref.get("uri") if isinstance(ref, dict) else None
+    return [uri] if isinstance(uri, str) else []
+
+
+def _mentions(rec: dict[str, Any]) -> Iterable[Any]:
+    for facet in rec.get("facets") or []:
+        for f in (facet.get("features") or []) if isinstance(facet, dict) else []:
+            if isinstance(f, dict) and f.get("did"):
+                yield f.get("did")
+
+
+def plan(events: list[dict[str, Any]]) -> Plan:
+    """The keys a batch's own events name (no database read)."""
+    p = Plan()
+    for ev in events:
+        t, did = ev.get("type"), ev.get("did")
+        if t == "account" and ev.get("active") is False and ev.get("status") == "deleted" and did:
+            p.exclusive("acct:" + did)
+            continue
+        if t not in RECORD_TYPES or not did:
+            continue
+        coll, rkey = ev.get("collection") or "", ev.get("rkey")
+        rec = ev.get("record") if t != "delete" and isinstance(ev.get("record"), dict) else None
+        uri = f"at://{did}/{coll}/{rkey}"
+        if coll == POST:
+            p.exclusive(uri)
+        elif coll in (THREADGATE, POSTGATE):
+            p.exclusive(gated_post(did, rkey))
+            if coll == THREADGATE:
+                p.gates[uri] = rec
+        elif coll == FOLLOW:
+            p.exclusive("graph:" + did)
+        elif coll == LISTITEM:
+            if rec is not None and isinstance(rec.get("list"), str):
+                p.exclusive("list:" + rec["list"])
+            elif t == "delete":
+                p.listitem_deletes.append(uri)
+        if rec is None:
+            continue
+        if coll == POST:
+            reply = rec.get("reply") if isinstance(rec.get("reply"), dict) else None
+            if reply is not None:
+                parent = (reply.get("parent") or {}).get("uri") if isinstance(reply.get("parent"), dict) else None
+                root = (reply.get("root") or {}).get("uri") if isinstance(reply.get("root"), dict) else None
+                for u in (parent, root):
+                    if isinstance(u, str) and u.startswith("at://"):
+                        p.reads_uri(u)
+                        p.starts.add(u)
+                if isinstance(root, str) and root.startswith("at://") and _did(root) != did:
+                    p.roots[root] = did
+                    p.shared("graph:" + _did(root))
+            for q in _quoted(rec):
+                p.reads_uri(q)
+            for m in _mentions(rec):
+                p.notifies(m)
+        elif coll == REPOST:
+            p.reads_uri(_subject_uri(rec))
+        else:  # likes, follows, blocks, list items, verifications…: notifications to the subject
+            s = rec.get("subject")
+            p.notifies(_did(_subject_uri(rec)) if not (isinstance(s, str) and s.startswith("did:")) else s)
+            via = rec.get("via")
+            if isinstance(via, dict):
+                p.notifies(_did(via.get("uri")))
+    return p
+
+
+async def _rows(conn: Any, query: str, params: Any) -> list[tuple[Any, ...]]:
+    cur = await conn.execute(query, params)
+    return list(await cur.fetchall())
+
+
+async def read_keys(conn: Any, p: Plan) -> dict[str, bool]:
+    """Keys found in committed rows: the ancestor chains above the replies' parents and roots,
+    the list rules of their thread gates, the lists of deleted list items (all shared)."""
+    out: dict[str, bool] = {}
+    if p.starts:
+        rows = await _rows(
+            conn,
+            "WITH RECURSIVE c(uri, depth) AS (SELECT u, 0 FROM unnest(%s::varchar[]) AS u"
+            " UNION SELECT x.parent, c.depth + 1 FROM c CROSS JOIN LATERAL ("
+            '  SELECT "replyParent" AS parent FROM post WHERE uri = c.uri'
+            '  UNION SELECT "replyParent" FROM fleet_record_history WHERE uri = c.uri) x'
+            "  WHERE x.parent IS NOT NULL AND c.depth < %s)"
+            " SELECT DISTINCT uri FROM c",
+            (sorted(p.starts), CHAIN_DEPTH),
+        )
+        for (u,) in rows:
+            if isinstance(u, str) and u.startswith("at://"):
+                out.setdefault(u, False)
+                out.setdefault("acct:" + _did(u), False)
+    if p.roots:
+        gate_uris = [f"at://{_did(r)}/{THREADGATE}/{r.rsplit('/', 1)[1]}" for r in p.roots if _coll(r) == POST]
+        gates = [g for g in p.gates.values() if g is not None]
+        if gate_uris:
+            rows = await _rows(
+                conn,
+                "SELECT json FROM record WHERE uri = ANY(%(u)s) UNION ALL SELECT json FROM fleet_record_history WHERE uri = ANY(%(u)s)",
+                {"u": gate_uris},
+            )
+            from ..codec.atjson import loads
+
+            gates += [loads(j) for (j,) in rows]
+        for g in gates:
+            for rule in (g.get("allow") or []) if isinstance(g, dict) else []:
+                if isinstance(rule, dict) and isinstance(rule.get("list"), str):
+                    out.setdefault("list:" + rule["list"], False)
+    if p.listitem_deletes:
+        rows = await _rows(conn, 'SELECT "listUri" FROM list_item WHERE uri = ANY(%s)', (p.listitem_deletes,))
+        for (lst,) in rows:
+            if isinstance(lst, str):
+                out["list:" + lst] = True
+    return out
+
+
+async def acquire(conn: Any, keys: dict[str, bool]) -> None:
+    """Take ``keys`` (key -> exclusive) in one statement, in ascending id order."""
+    if not keys:
+        return
+    ids: dict[int, bool] = {}
+    for k, x in keys.items():
+        i = key_id(k)
+        ids[i] = ids.get(i, False) or x
+    order = sorted(ids)
+    await conn.execute(
+        "SELECT count(CASE WHEN x THEN pg_advisory_xact_lock(k) ELSE pg_advisory_xact_lock_shared(k) END) "
+        "FROM (SELECT k, x FROM unnest(%s::bigint[], %s::bool[]) AS u(k, x) ORDER BY k) s",
+        (order, [ids[i] for i in order]),
+    )
+
+
+async def lock_batch(conn: Any, events: list[dict[str, Any]]) -> dict[str, bool]:
+    """Take the batch's cross-shard locks (module doc); returns what is held (key -> exclusive)."""
+    if conn.info.transaction_status != TransactionStatus.INTRANS:
+        return {}
+    t0 = time.monotonic()
+    p = plan(events)
+    want = dict(p.keys)
+    for k, x in (await read_keys(conn, p)).items():
+        want[k] = want.get(k, False) or x
+    held: dict[str, bool] = {}
+    for rnd in range(MAX_ROUNDS):
+        new = {k: x for k, x in want.items() if k not in held or (x and not held[k])}
+        if not new:
+            break
+        if rnd:
+            LOCK_ROUNDS.inc()
+        await acquire(conn, new)
+        held.update(new)
+        if not (p.starts or p.roots or p.listitem_deletes):
+            break
+        for k, x in (await read_keys(conn, p)).items():
+            want[k] = want.get(k, False) or x
+    LOCK_KEYS.observe(len(held))
+    LOCK_SECONDS.observe(time.monotonic() - t0)
+    return held
+

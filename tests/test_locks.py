@@ -1,0 +1,197 @@
+"""Cross-shard locks (fleet/indexing/locks.py) under real concurrency: two connections, two open
+batch transactions, as two shard processes have them.
+
+Each race test holds one batch's transaction open, starts the other batch on a second
+connection, waits until PostgreSQL reports that second backend waiting on an advisory lock
+(pg_locks, polled with a deadline), then commits the first: the second must then see it. Without
+the locks the second batch would not wait, would miss the uncommitted rows, and the first would
+have missed the second's: each test fails then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import psycopg
+import pytest
+
+from fleet.db.migrate import migrate
+from fleet.indexing import Indexer, IndexingContext
+from fleet.indexing import locks
+
+A, B, C, D = (f"did:plc:{c * 24}" for c in "abcd")
+CID = "bafyreie5737gdxlw5i64vzichcalba3z2v5n6icifvx5xytvske7mr3hpm"
+POST = "app.bsky.feed.post"
+
+
+def uri(did: str, rkey: str, coll: str = POST) -> str:
+    return f"at://{did}/{coll}/{rkey}"
+
+
+def ev(did: str, coll: str, rkey: str, seq: int, record: dict | None, typ: str = "create") -> dict:
+    e = {"type": typ, "seq": seq, "time": f"2025-01-01T00:00:{seq % 60:02d}.000Z", "did": did, "commit": CID,
+         "rev": f"3lzzzzzz{seq:05d}", "collection": coll, "rkey": rkey}  # fmt: skip
+    if record is not None:
+        e["cid"], e["record"] = CID, record
+    return e
+
+
+def post(did: str, rkey: str, seq: int, parent: str | None = None, root: str | None = None) -> dict:
+    rec: dict = {"$type": POST, "text": f"post {rkey}", "createdAt": "2025-01-01T00:00:00.000Z"}
+    if parent:
+        rec["reply"] = {"root": {"uri": root or parent, "cid": CID}, "parent": {"uri": parent, "cid": CID}}
+    return ev(did, POST, rkey, seq, rec)
+
+
+def like(did: str, rkey: str, seq: int, subject: str) -> dict:
+    rec = {"$type": "app.bsky.feed.like", "subject": {"uri": subject, "cid": CID}, "createdAt": "2025-01-01T00:00:00.000Z"}
+    return ev(did, "app.bsky.feed.like", rkey, seq, rec)
+
+
+def deleted(did: str, seq: int) -> dict:
+    return {"type": "account", "seq": seq, "time": "2025-01-01T00:01:00.000Z", "did": did, "active": False, "status": "deleted"}
+
+
+async def _conn(url: str) -> psycopg.AsyncConnection:
+    c = await psycopg.AsyncConnection.connect(url, autocommit=True)
+    await c.execute("SET search_path TO bsky, public")
+    return c
+
+
+async def _apply(url: str, *batches: list[dict]) -> None:
+    ix = Indexer(IndexingContext())
+    c = await _conn(url)
+    async with c:
+        for b in batches:
+            async with c.transaction():
+                assert await ix.apply_batch(c, b) == []
+
+
+async def _waiting(watch: psycopg.AsyncConnection, pid: int) -> bool:
+    cur = await watch.execute("SELECT count(*) FROM pg_locks WHERE pid = %s AND locktype = 'advisory' AND NOT granted", (pid,))
+    return (await cur.fetchone())[0] > 0
+
+
+async def race(url: str, first: list[dict], second: list[dict], expect_wait: bool = True) -> bool:
+    """Apply ``first`` in an open transaction, then ``second`` on another connection; commit
+    ``first`` once ``second`` waits (or at once when it finishes without waiting). Returns
+    whether ``second`` waited."""
+    ix1, ix2 = Indexer(IndexingContext()), Indexer(IndexingContext())
+    c1, c2, watch = await _conn(url), await _conn(url), await _conn(url)
+    async with c1, c2, watch:
+        tx1 = c1.transaction()
+        await tx1.__aenter__()
+        assert await ix1.apply_batch(c1, first) == []
+
+        async def run2() -> None:
+            async with c2.transaction():
+                assert await ix2.apply_batch(c2, second) == []
+
+        task = asyncio.create_task(run2())
+        waited = False
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not task.done():
+            if await _waiting(watch, c2.info.backend_pid):
+                waited = True
+                break
+            await asyncio.sleep(0.01)  # polling a condition with a deadline
+        await tx1.__aexit__(None, None, None)  # COMMIT
+        await asyncio.wait_for(task, 10)
+        return waited
+
+
+def q(url: str, query: str, *params) -> list:
+    with psycopg.connect(url) as c:
+        c.execute("SET search_path TO bsky, public")
+        return c.execute(query, params).fetchall()
+
+
+@pytest.fixture
+def db(database_url):
+    migrate(database_url, "bsky")
+    return database_url
+
+
+def test_a_reply_waits_for_its_uncommitted_parent_and_then_sees_it(db):
+    p, r = post(A, "3p", 10), post(B, "3r", 20, parent=uri(A, "3p"))
+    assert asyncio.run(race(db, [p], [r]))
+    assert q(db, 'SELECT "invalidReplyRoot" FROM post WHERE uri = %s', uri(B, "3r")) == [(None,)]
+    assert q(db, "SELECT did, reason FROM notification WHERE \"recordUri\" = %s", uri(B, "3r")) == [(A, "reply")]
+    assert q(db, 'SELECT "replyCount" FROM post_agg WHERE uri = %s', uri(A, "3p")) == [(1,)]
+
+
+def test_a_parent_waits_for_an_uncommitted_reply_and_then_re_evaluates_it(db):
+    p, r = post(A, "3p", 10), post(B, "3r", 20, parent=uri(A, "3p"))
+    assert asyncio.run(race(db, [r], [p]))
+    assert q(db, 'SELECT "invalidReplyRoot" FROM post WHERE uri = %s', uri(B, "3r")) == [(None,)]
+    assert q(db, "SELECT did, reason FROM notification WHERE \"recordUri\" = %s", uri(B, "3r")) == [(A, "reply")]
+
+
+def test_a_late_grandparent_and_a_reply_below_it_are_ordered_by_the_ancestor_chain(db):
+    """T <- G <- P <- R: R names T (root) and P (parent) only; G arrives late, concurrently with
+    R, and re-evaluates P (rewrites its flag) while R reads that flag: R's batch must wait for G's
+    because it locks P's committed ancestors too."""
+    t = post(A, "3t", 5)
+    g = post(C, "3g", 10, parent=uri(A, "3t"))
+    p = post(B, "3p", 20, parent=uri(C, "3g"), root=uri(A, "3t"))
+    r = post(D, "3r", 30, parent=uri(B, "3p"), root=uri(A, "3t"))
+    asyncio.run(_apply(db, [t], [p]))  # P arrived before its parent: flagged until G comes
+    assert q(db, 'SELECT "invalidReplyRoot" FROM post WHERE uri = %s', uri(B, "3p")) == [(True,)]
+    assert asyncio.run(race(db, [g], [r]))
+    assert q(db, 'SELECT uri, "invalidReplyRoot" FROM post ORDER BY uri') == [
+        (uri(A, "3t"), None), (uri(B, "3p"), None), (uri(C, "3g"), None), (uri(D, "3r"), None)]  # fmt: skip
+    assert sorted(q(db, "SELECT did FROM notification WHERE \"recordUri\" = %s", uri(D, "3r"))) == [(A,), (B,), (C,)]
+
+
+def test_the_ancestor_chain_is_locked_even_when_the_root_is_not_named():
+    """R names only its parent P as parent and root; the key set still reaches P's parent."""
+    p = locks.plan([post(C, "3r", 30, parent=uri(B, "3p"))])
+    assert p.starts == {uri(B, "3p")}
+    assert p.keys[uri(C, "3r")] is True and p.keys[uri(B, "3p")] is False
+
+
+def test_likes_of_one_post_from_two_shards_do_not_wait_for_each_other(db):
+    hot = uri(A, "3hot")
+    asyncio.run(_apply(db, [post(A, "3hot", 1)]))
+    waited = asyncio.run(race(db, [like(f"did:plc:b{i:023d}", "3l", 10 + i, hot) for i in range(50)],
+                         [like(f"did:plc:c{i:023d}", "3l", 100 + i, hot) for i in range(50)]))
+    assert not waited
+    assert q(db, 'SELECT "likeCount" FROM post_agg WHERE uri = %s', hot) == [(100,)]
+
+
+def test_an_account_deletion_and_an_earlier_like_notifying_it_are_ordered(db):
+    asyncio.run(_apply(db, [post(D, "3d", 1)]))
+    assert asyncio.run(race(db, [deleted(D, 20)], [like(B, "3l", 10, uri(D, "3d"))]))
+    # firehose order: the like (10) notified D, the deletion (20) removed it
+    assert q(db, "SELECT count(*) FROM notification WHERE did = %s", D) == [(0,)]
+
+
+def test_batch_keys_name_writes_exclusive_and_cross_account_reads_shared():
+    gate = ev(A, "app.bsky.feed.threadgate", "3p", 5, {"$type": "app.bsky.feed.threadgate", "post": uri(A, "3p"),
+                                                       "allow": [], "createdAt": "2025-01-01T00:00:00.000Z"})  # fmt: skip
+    follow = ev(A, "app.bsky.graph.follow", "3f", 6, {"$type": "app.bsky.graph.follow", "subject": B, "createdAt": "2025-01-01T00:00:00.000Z"})
+    p = locks.plan([post(B, "3r", 7, parent=uri(A, "3p")), gate, follow, like(C, "3l", 8, uri(A, "3p")), deleted(D, 9)])
+    assert p.keys == {
+        uri(B, "3r"): True,  # the reply's own uri
+        uri(A, "3p"): True,  # parent and root, read (S) by the reply, written (X) by the gate of the same batch
+        f"acct:{A}": False, f"graph:{A}": True,  # the follow's writer; the reply's thread owner
+        f"acct:{B}": False,  # the follow's subject
+        f"acct:{D}": True,  # the deletion
+    }  # fmt: skip
+    assert locks.plan([like(C, "3l", 8, uri(A, "3p"))]).keys == {f"acct:{A}": False}  # likes: no uri key
+
+
+def test_key_ids_are_stable_64_bit_values():
+    assert locks.key_id("at://did:plc:x/app.bsky.feed.post/1") == locks.key_id("at://did:plc:x/app.bsky.feed.post/1")
+    assert locks.key_id("acct:did:plc:x") == 4868910691581544752  # pinned: all processes of a fleet must agree
+    assert -(2**63) <= locks.key_id("graph:did:plc:x") < 2**63
+
+
+def test_no_locks_are_taken_outside_a_transaction(db):
+    async def go() -> dict:
+        c = await _conn(db)
+        async with c:
+            return await locks.lock_batch(c, [post(A, "3p", 1)])
+
+    assert asyncio.run(go()) == {}
