@@ -16,7 +16,7 @@ import psycopg
 from psycopg import sql
 
 from fleet.db.migrate import migrate
-from fleet.indexing import Indexer, IndexingContext, bulk
+from fleet.indexing import FALLBACKS, Indexer, IndexingContext, bulk
 from fleet.shard import shard
 from tools.bench_indexing_path import CID1, CID2, _tid, _time, did_for, seed_actors, synthetic_events
 
@@ -122,11 +122,18 @@ def _one_by_one(batches: list[list[dict]]) -> list[list[dict]]:
     return [[e] for b in batches for e in b]
 
 
-def _compare(url: str, batches: list[list[dict]], seed: list[str]) -> tuple[dict, list]:
+def _fallbacks() -> float:
+    return FALLBACKS._value.get()
+
+
+def _compare(url: str, batches: list[list[dict]], seed: list[str], fallbacks: int = 0) -> tuple[dict, list]:
+    """Both databases, compared; ``fallbacks``: batches expected to leave the fast path."""
     migrate(url, "single")
     migrate(url, "bulk")
     asyncio.run(_apply(url, "single", _one_by_one(batches), False, seed))
+    before = _fallbacks()
     failed = asyncio.run(_apply(url, "bulk", batches, True, seed))
+    assert _fallbacks() - before == fallbacks
     single, fast = _dump(url, "single"), _dump(url, "bulk")
     assert sorted(single) == sorted(fast)
     for t in single:
@@ -164,7 +171,7 @@ def test_a_poison_event_in_a_bulk_run_fails_alone(database_url):
     nul = like(B, "n1", p + "\x00")  # PostgreSQL refuses NUL: skipped as the per-event path does
     bad = dict(like(B, "n2", p), time=None)  # indexedAt NOT NULL: a real failure
     batch = [like(B, "g1", p), like(C, "g2", p), nul, bad, like(C, "g3", p + "x"), follow(B, "g4", C)]
-    fast, failed = _compare(database_url, [[post(A, "3pa")], batch], [A, B, C])
+    fast, failed = _compare(database_url, [[post(A, "3pa")], batch], [A, B, C], fallbacks=1)
     assert failed == [[], [(3, "NotNullViolation")]]
     assert {r[0].rsplit("/", 1)[1] for r in fast["like"]} == {"g1", "g2", "g3"}
     assert {r[0].rsplit("/", 1)[1] for r in fast["follow"]} == {"g4"}
@@ -412,3 +419,37 @@ def test_a_per_event_like_lets_other_accounts_pass_but_not_its_own(database_url)
     assert asyncio.run(steps()) == [(True, ["k1", "k0"]), (False, ["k2"]), (True, ["3p9"]), (False, [""]), (False, ["k2"])]
     del events[0]  # without B's k1, C's like is held past k2 too
     assert asyncio.run(steps()) == [(False, ["k2"]), (True, ["k0", "3p9"]), (False, [""]), (False, ["k2"])]
+
+
+PROFILE = "app.bsky.actor.profile"
+
+
+def profile(did: str, typ: str, name: str, rkey: str = "self", joined: str | None = None) -> dict:
+    rec: dict[str, Any] = {"$type": PROFILE, "displayName": name, "avatar": _blob("image/png")}
+    if joined:
+        rec["joinedViaStarterPack"] = {"uri": joined, "cid": CID2}
+    return ev(did, typ, PROFILE, rkey, rec)
+
+
+def test_profile_creates_and_updates_give_the_one_by_one_database(database_url):
+    pack = f"at://{D}/app.bsky.graph.starterpack/sp1"
+    first = [
+        profile(A, "create", "a1", joined=pack),  # starterpack-joined notification to D
+        profile(B, "update", "b1", joined=pack),  # an update of nothing: inserted, notifies
+        profile(C, "create", "c1", rkey="other"),  # not self: a record, no profile row
+        like(C, "k1", uri(A, POST, "3pa")),
+    ]
+    second = [
+        profile(A, "update", "a2", joined=pack),  # replaces a1: no second notification
+        profile(C, "update", "c2", rkey="other"),
+        dict(profile(B, "create", "b1", joined=pack), rev="3m00000000001"),  # older than the stored one: skipped
+        profile(D, "create", "d1"),
+    ]
+    before = bulk.BULK_EVENTS.labels("update")._value.get()
+    fast, failed = _compare(database_url, [first, second], [A, B, C, D])
+    assert failed == [[], []]
+    assert bulk.BULK_EVENTS.labels("update")._value.get() - before == 3
+    assert sorted(r[3] for r in fast["profile"]) == ["a2", "b1", "d1"]
+    assert sorted((r[0], r[3], r[4]) for r in fast["notification"]) == sorted(
+        [(A, C, "like"), (D, A, "starterpack-joined"), (D, B, "starterpack-joined")]
+    )

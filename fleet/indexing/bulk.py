@@ -53,7 +53,7 @@ from typing import Any, Awaitable, Callable, Optional
 from prometheus_client import Counter
 from psycopg.rows import dict_row
 
-from . import actors, bulk_post, order
+from . import actors, bulk_post, bulk_profile, order
 from .dates import normalize_datetime
 from .plugin import InvalidRecord, Plugin
 from .plugins._helpers import normalize_datetime_always
@@ -114,7 +114,8 @@ _FREE = frozenset((
     "app.bsky.notification.declaration", "com.germnetwork.declaration",
 ))  # fmt: skip
 _GATES = frozenset(("app.bsky.feed.threadgate", "app.bsky.feed.postgate"))
-SIMPLE_COLLECTIONS = frozenset((*TABLES, POST))  # post creates: ``bulk_post``
+PROFILE = bulk_profile.NSID
+SIMPLE_COLLECTIONS = frozenset((*TABLES, POST, PROFILE))  # post creates: ``bulk_post``; profiles: ``bulk_profile``
 
 
 def movable_past(ev: dict[str, Any], plugins: dict[str, Plugin], gated: Callable[[dict[str, Any]], bool]) -> frozenset[str]:
@@ -136,11 +137,11 @@ def movable_past(ev: dict[str, Any], plugins: dict[str, Plugin], gated: Callable
     if coll in _FREE or (coll not in plugins and coll not in TABLES and coll not in _GATES and coll != POST):
         return SIMPLE_COLLECTIONS  # pending post creates too: these read and write no post
     if coll in _GATES:
-        return frozenset((LIKE, REPOST, BLOCK))
+        return frozenset((LIKE, REPOST, BLOCK, PROFILE))
     if coll in TABLES:
         return SIMPLE_COLLECTIONS - {POST} if coll == FOLLOW else SIMPLE_COLLECTIONS
     if coll == POST:
-        out = {LIKE, BLOCK}
+        out = {LIKE, BLOCK, PROFILE}
         if ev["type"] == "create":
             out.add(REPOST)
         if ev["type"] == "delete" or not gated(ev):
@@ -261,7 +262,13 @@ def simple(
     """Can this event go through the bulk path (see the module docstring)?"""
     if uri is None or counts.get(uri) != 1 or ev["collection"] not in SIMPLE_COLLECTIONS or ev["collection"] not in plugins:
         return False
-    if ev["type"] not in ("create", "delete") or not isinstance(ev.get("rev"), str):
+    if not isinstance(ev.get("rev"), str):
+        return False
+    if ev["collection"] == PROFILE:  # creates and updates (``bulk_profile``)
+        if ev["type"] not in ("create", "update"):
+            return False
+        return decide(ev, guards.get(uri) or Guard()) in ("create", "update", "skip")
+    if ev["type"] not in ("create", "delete"):
         return False
     if ev["collection"] == POST and ev["type"] != "create":
         return False  # a post delete purges and re-evaluates: per-event path
@@ -344,7 +351,7 @@ def _cut(
             u = uri_of(ev) or ""
             if u in posts or any(post_at.get(r, -1) >= i for r in bulk_post.refers_to(ev)):
                 return events[:i], ev, events[i + 1 :]
-        elif action == "create":
+        elif action == "create" and ev["collection"] in TABLES:
             rec = ev.get("record")
             if isinstance(rec, dict):
                 created.add(_dup_key(ev["collection"], ev["did"], TABLES[ev["collection"]].key(rec)))
@@ -363,6 +370,7 @@ async def _apply_chunk(tx: Any, chunk: list[dict[str, Any]], guards: dict[str, G
     BULK_CHUNKS.inc()
     deletes: list[dict[str, Any]] = []
     creates: list[tuple[dict[str, Any], Any]] = []  # (event, RecordOp)
+    updates: list[Any] = []  # RecordOps of profile updates
     for ev in chunk:
         action = _action(ev, guards)
         if action == "skip":
@@ -379,11 +387,14 @@ async def _apply_chunk(tx: Any, chunk: list[dict[str, Any]], guards: dict[str, G
                 BULK_EVENTS.labels("invalid").inc()
                 env.log.info("record_invalid", seq=ev.get("seq"), did=ev.get("did"), collection=ev.get("collection"), rkey=ev.get("rkey"), error=str(e))
                 continue
-            creates.append((ev, make_op(ev)))
+            if action == "update":
+                updates.append(make_op(ev))
+            else:
+                creates.append((ev, make_op(ev)))
     if deletes:
         await _write_deletes(tx, deletes, guards, fx, env)
-    if creates:
-        await _write_creates(tx, creates, guards, fx, env)
+    if creates or updates:
+        await _write_creates(tx, creates, guards, fx, env, updates)
     if env.actor_effects:
         await _actor_effects(tx, chunk, env)
 
@@ -435,14 +446,25 @@ def _array_types(n: int) -> str:
     return ", ".join(["%b::varchar[]"] * n)
 
 
-async def _write_creates(tx: Any, creates: list[tuple[dict[str, Any], Any]], guards: dict[str, Guard], fx: Effects, env: Env) -> None:
+async def _write_creates(
+    tx: Any, creates: list[tuple[dict[str, Any], Any]], guards: dict[str, Guard], fx: Effects, env: Env, updates: list[Any]
+) -> None:
     all_ops = [op for _, op in creates]
-    cols = [list(c) for c in zip(*[(op.uri, op.cid, op.did, op.json, op.indexed_at, op.rev, op.seq) for op in all_ops])]
-    await tx.execute(
-        'INSERT INTO record (uri, cid, did, json, "indexedAt", rev, seq) '
-        f"SELECT * FROM unnest({_array_types(6)}, %b::bigint[]) ON CONFLICT DO NOTHING",
-        cols,
-    )
+    if all_ops:
+        cols = [list(c) for c in zip(*[(op.uri, op.cid, op.did, op.json, op.indexed_at, op.rev, op.seq) for op in all_ops])]
+        await tx.execute(
+            'INSERT INTO record (uri, cid, did, json, "indexedAt", rev, seq) '
+            f"SELECT * FROM unnest({_array_types(6)}, %b::bigint[]) ON CONFLICT DO NOTHING",
+            cols,
+        )
+    profiles = [op for op in all_ops if op.collection == PROFILE]
+    if profiles or updates:
+        await bulk_profile.write(tx, profiles, updates, fx)
+        for op, action in [(o, "create") for o in profiles] + [(o, "update") for o in updates]:
+            g = guards.setdefault(op.uri, Guard())
+            g.exists, g.rev, g.cid = True, op.rev, op.cid
+            env.count(action)
+            BULK_EVENTS.labels(action).inc()
     post_ops = [op for op in all_ops if op.collection == POST]
     if post_ops:
         await bulk_post.write(tx, post_ops, fx)
@@ -451,7 +473,7 @@ async def _write_creates(tx: Any, creates: list[tuple[dict[str, Any], Any]], gua
             g.exists, g.rev, g.cid = True, op.rev, op.cid
             env.count("create")
             BULK_EVENTS.labels("create").inc()
-    ops = [op for op in all_ops if op.collection != POST]
+    ops = [op for op in all_ops if op.collection not in (POST, PROFILE)]
     by_coll: dict[str, list[Any]] = {}
     for op in ops:
         by_coll.setdefault(op.collection, []).append(op)
@@ -584,5 +606,7 @@ async def _actor_effects(tx: Any, chunk: list[dict[str, Any]], env: Env) -> None
 
 async def _actor_rows(tx: Any, dids: list[str]) -> dict[str, dict[str, Any]]:
     async with tx.cursor(row_factory=dict_row) as cur:
-        await cur.execute('SELECT did, handle, "indexedAt" FROM actor WHERE did = ANY(%b)', (dids,))
+        # a join, not ``did = ANY(array)``: a generic plan of that scans the table and compares
+        # every row with every element (measured 10 ms for 440 dids against 2,000 actors)
+        await cur.execute('SELECT a.did, a.handle, a."indexedAt" FROM unnest(%b::varchar[]) AS u(did) JOIN actor a ON a.did = u.did', (dids,))
         return {r["did"]: r for r in await cur.fetchall()}
