@@ -7,8 +7,9 @@ early is evaluated again when the record it depends on is indexed late.
 
 History (what "as of seq s" reads):
 
-* ``record.seq`` — the seq of the write of the current version (NULL: backfill, which counts
-  as "before every live event").
+* ``record.seq`` — the seq of the write of the current version: 0 for a backfilled record
+  (``event_seq``: it existed before every live event), NULL only for rows written without a
+  seq (visible to everything).
 * ``fleet_record_history`` (migration 0004) — every version of a post, thread gate or post gate
   that stopped being current at a known seq (deleted, updated, or its account deleted): its
   json, ``invalidReplyRoot`` and ``replyParent`` and the range ``seq_from <= s < seq_to``.
@@ -25,7 +26,9 @@ Rules:
    exactly what existed at its own seq: a parent deleted before a late reply is indexed is still
    seen, one created after it in the firehose is not.
 2. **Re-evaluation.** When a post, thread gate or post gate is created, updated or deleted at
-   seq ``s``, the posts already indexed with a later seq that depend on it are evaluated again
+   seq ``s``, the posts already indexed with a later seq (``later_than``: for a backfilled write,
+   seq 0, the other backfilled records count as later too, since a backfill takes repos in
+   listRepos order, not seq order) that depend on it are evaluated again
    as of their own seq (``reevaluate``): flags (``invalidReplyRoot``, ``violatesThreadGate``,
    ``violatesEmbeddingRules``, written as the official insert writes them), the parent's
    ``replyCount`` when ``violatesThreadGate`` flips, and the post's own notifications (mention,
@@ -83,6 +86,21 @@ NOTIF_DEPTH = 5
 
 # Seq of the delete or update being applied: ``Plugin.delete(tx, uri)`` has no seq parameter.
 EVENT_SEQ: ContextVar[Optional[int]] = ContextVar("rsky_order_event_seq", default=None)
+
+
+def event_seq(seq: Any) -> Optional[int]:
+    """The seq a write is ordered by: the firehose seq; 0 for a backfilled record (``seq`` =
+    ``SEQ_BACKFILL``): it existed before every live event; None when the event carries none."""
+    if not isinstance(seq, int) or isinstance(seq, bool):
+        return None
+    return seq if seq > 0 else 0
+
+
+def later_than(seq: int) -> int:
+    """Dependents of a write at ``seq`` that may have been evaluated too early are those with a
+    record seq above this bound: later live writes, and for a backfilled write (seq 0) also the
+    other backfilled records (backfill has no order of its own: a reply may come first)."""
+    return -1 if seq == 0 else seq
 
 
 def visible(ref_seq: Optional[int], seq: Optional[int]) -> bool:
@@ -217,7 +235,7 @@ async def later_descendants(tx: Any, uri: str, seq: int) -> list[str]:
         ' SELECT uri, 1 FROM post WHERE "replyParent" = %(u)s'
         ' UNION ALL SELECT p.uri, d.depth + 1 FROM post p JOIN d ON p."replyParent" = d.uri WHERE d.depth < %(depth)s)'
         " SELECT d.uri FROM d JOIN record r ON r.uri = d.uri WHERE r.seq > %(s)s",
-        {"u": uri, "s": seq, "depth": NOTIF_DEPTH - 1},
+        {"u": uri, "s": later_than(seq), "depth": NOTIF_DEPTH - 1},
     )
     return [r["uri"] for r in rows]
 
@@ -226,7 +244,7 @@ async def _later_thread(tx: Any, root: str, seq: int) -> list[str]:
     rows = await _rows(
         tx,
         'SELECT p.uri FROM post p JOIN record r ON r.uri = p.uri WHERE p."replyRoot" = %s AND r.seq > %s',
-        (root, seq),
+        (root, later_than(seq)),
     )
     return [r["uri"] for r in rows]
 
@@ -238,7 +256,7 @@ async def _gate_dependents(tx: Any, collection: str, post_uri: str, seq: int) ->
         tx,
         'SELECT e."postUri" AS uri FROM post_embed_record e JOIN record r ON r.uri = e."postUri" '
         'WHERE e."embedUri" = %s AND r.seq > %s',
-        (post_uri, seq),
+        (post_uri, later_than(seq)),
     )
     return [r["uri"] for r in rows]
 
@@ -273,7 +291,7 @@ async def _children(tx: Any, uri: str, seq: int) -> list[tuple[str, Any]]:
         'SELECT p.uri, NULL::bigint AS seq_from, false AS version FROM post p JOIN record r ON r.uri = p.uri '
         'WHERE p."replyParent" = %(u)s AND r.seq > %(s)s '
         'UNION ALL SELECT h.uri, h.seq_from, true FROM fleet_record_history h WHERE h."replyParent" = %(u)s AND h.seq_from > %(s)s',
-        {"u": uri, "s": seq},
+        {"u": uri, "s": later_than(seq)},
     )
     return [("version", (r["uri"], r["seq_from"])) if r["version"] else ("post", r["uri"]) for r in rows]
 
@@ -283,7 +301,7 @@ async def history_children(tx: Any, uri: str, seq: int) -> list[tuple[str, Optio
     rows = await _rows(
         tx,
         'SELECT uri, seq_from FROM fleet_record_history WHERE "replyParent" = %s AND seq_from > %s',
-        (uri, seq),
+        (uri, later_than(seq)),
     )
     return [(r["uri"], r["seq_from"]) for r in rows]
 

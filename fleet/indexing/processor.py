@@ -16,7 +16,8 @@ with three additions:
   re-evaluates the dependents indexed out of firehose order; notifications carry the seq of
   their write so those to an account deleted later are dropped (see ``order.py``).
 
-``record.indexedAt`` is the event's ``time``; ``record.seq`` its firehose seq (NULL for backfill).
+``record.indexedAt`` is the event's ``time``; ``record.seq`` its firehose seq, 0 for a backfilled
+record (``order.event_seq``: it existed before every live event), NULL when the event has none.
 """
 
 from __future__ import annotations
@@ -129,7 +130,7 @@ def make_op(ev: dict[str, Any]) -> RecordOp:
         json=dumps(rec),
         indexed_at=ev["time"],
         rev=ev.get("rev"),
-        seq=seq if isinstance(seq, int) and seq > 0 else None,
+        seq=order.event_seq(seq),
     )
 
 
@@ -220,8 +221,7 @@ async def update_record(tx: Any, plugin: Plugin, op: RecordOp, fx: Effects) -> N
 
 async def delete_record(tx: Any, plugin: Plugin, uri: str, ev: dict[str, Any] | None, fx: Effects) -> None:
     rev = ev.get("rev") if ev else None
-    seq = ev.get("seq") if ev else None
-    seq = seq if isinstance(seq, int) and seq > 0 else None
+    seq = order.event_seq(ev.get("seq") if ev else None)
     await order.save_version(tx, uri, seq)
     if rev is not None:
         await tx.execute(

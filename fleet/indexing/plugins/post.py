@@ -149,7 +149,8 @@ async def insert(tx: Any, op: RecordOp) -> Optional[Row]:
     threadgate = await thread_gate_record(tx, post["replyRoot"] or op.uri, op.seq)
     ancestors = await order.ancestors_as_of(tx, op.uri, post["replyParent"], op.seq)
     # Descendants written before this post (the official out-of-order notifications); those
-    # written after it were indexed early by another shard and are re-evaluated (order.py).
+    # written after it were indexed early by another shard and are re-evaluated (order.py). For a
+    # backfilled post (seq 0) the other backfilled ones count as later (``order.later_than``).
     found = await all_rows(
         tx,
         "WITH RECURSIVE descendent(uri, depth, early) AS ("
@@ -158,7 +159,7 @@ async def insert(tx: Any, op: RecordOp) -> Optional[Row]:
         " UNION ALL SELECT p.uri, d.depth + 1, d.early AND (r.seq IS NULL OR %(s)s::bigint IS NULL OR r.seq <= %(s)s)"
         ' FROM post p JOIN descendent d ON d.uri = p."replyParent" LEFT JOIN record r ON r.uri = p.uri WHERE d.depth < %(depth)s)'
         ' SELECT d.uri, d.depth, d.early, p.cid, p.creator, p."sortAt" FROM descendent d JOIN post p ON p.uri = d.uri',
-        {"u": op.uri, "s": op.seq, "depth": REPLY_NOTIF_DEPTH},
+        {"u": op.uri, "s": None if op.seq is None else order.later_than(op.seq), "depth": REPLY_NOTIF_DEPTH},
     )
     descendents = [d for d in found if d["early"]]
     late = [d for d in found if not d["early"] and d["depth"] < REPLY_NOTIF_DEPTH]
