@@ -188,7 +188,7 @@ def test_likes_and_post_creates_form_one_bulk_run(database_url):
             await seed_actors(conn, [A, B, C])
             ix = Indexer(IndexingContext())
             out = await bulk.plan(conn, events, {}, ix.plugins, True)
-            return [(s.bulk, [e["rkey"] for e in s.events]) for s in out]
+            return [(s.bulk, [e.get("rkey", "") for e in s.events]) for s in out]
 
     assert asyncio.run(steps()) == [(True, ["k1", "3p1", "k2", "3p2", "k3", "k4"])]
 
@@ -205,7 +205,7 @@ def test_a_follow_is_not_moved_past_a_reply_in_a_gated_thread(database_url):
             await seed_actors(conn, [A, B, C])
             ix = Indexer(IndexingContext())
             out = await bulk.plan(conn, ([gate_ev] if with_gate else []) + events, {}, ix.plugins, True)
-            return [(s.bulk, [e["rkey"] for e in s.events]) for s in out]
+            return [(s.bulk, [e.get("rkey", "") for e in s.events]) for s in out]
 
     # a reply is a post create of the run; whether its thread has a gate is checked when the run
     # is applied (bulk_post.state), which then applies it on the per-event path after k1, k2
@@ -401,24 +401,25 @@ def test_post_creates_give_the_one_by_one_database_in_a_sharded_interleaving(dat
 
 def test_a_per_event_like_lets_other_accounts_pass_but_not_its_own(database_url):
     p = uri(A, POST, "3pa")
-    # k2 occurs twice (create, delete): per-event path. C's like and the post may pass it; B's k1
-    # may not (same creator and subject: which one becomes the duplicate depends on the order)
-    barrier = ev(A, "identity", "", "")
+    # k2's update goes the per-event path. C's like and the post may pass it; B's k1 may not
+    # (same creator and subject: which one becomes the duplicate depends on the order)
+    barrier = {"type": "identity", "did": A, "time": "2025-01-01T12:00:00.000Z"}
     events = [like(B, "k1", p), like(C, "k0", p), like(B, "k2", p), post(C, "3p9"), barrier, delete(B, LIKE, "k2")]
+    events[2]["type"] = "update"
 
     async def steps() -> list[tuple[bool, list[str]]]:
         async with await psycopg.AsyncConnection.connect(database_url) as conn:
             await conn.execute("SET search_path TO bulk, public")
             await seed_actors(conn, [A, B, C])
             out = await bulk.plan(conn, events, {}, Indexer(IndexingContext()).plugins, True)
-            return [(s.bulk, [e["rkey"] for e in s.events]) for s in out]
+            return [(s.bulk, [e.get("rkey", "") for e in s.events]) for s in out]
 
     fast, failed = _compare(database_url, [[post(A, "3pa")], events], [A, B, C])
     assert failed == [[], []]
     assert {r[0].rsplit("/", 1)[1] for r in fast["like"]} == {"k0", "k1"} and "duplicate_record" not in fast
-    assert asyncio.run(steps()) == [(True, ["k1", "k0"]), (False, ["k2"]), (True, ["3p9"]), (False, [""]), (False, ["k2"])]
+    assert asyncio.run(steps()) == [(True, ["k1", "k0"]), (False, ["k2"]), (True, ["3p9"]), (False, [""]), (True, ["k2"])]
     del events[0]  # without B's k1, C's like is held past k2 too
-    assert asyncio.run(steps()) == [(False, ["k2"]), (True, ["k0", "3p9"]), (False, [""]), (False, ["k2"])]
+    assert asyncio.run(steps()) == [(False, ["k2"]), (True, ["k0", "3p9"]), (False, [""]), (True, ["k2"])]
 
 
 PROFILE = "app.bsky.actor.profile"

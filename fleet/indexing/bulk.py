@@ -6,13 +6,15 @@ each other except through two keys: the record's uri and its duplicate key (crea
 This module applies a run of such events with a fixed number of statements, and gives exactly
 the rows, aggregates and notifications that applying them one by one in order gives.
 
-**Simple event** (``simple``): a create or delete of a ``like``, ``repost``, ``follow`` or
-``block`` with a ``rev``, whose uri occurs once among the batch's record events, and whose
-rev-guard verdict (``processor.decide``, same guards as the per-event path) is ``create``,
-``delete`` or ``skip``. Anything else (updates, posts, gates, a uri seen twice in the batch,
-account events...) stays on the per-event path. ``plan`` orders the batch into steps: a
-simple event waits in the pending run while later per-event events that commute with it
-(``movable_past``: e.g. a like and a plain post) are applied; a barrier flushes the run first.
+**Simple event** (``simple``): with a ``rev``, a create or delete of a ``like``, ``repost``,
+``follow`` or ``block``, a post create (``bulk_post``) or a profile create or update
+(``bulk_profile``), whose rev-guard verdict (``processor.decide``, same guards as the
+per-event path) is one the chunk writes (``_ACTIONS``). Anything else (other updates, post
+deletes, gates, account events...) stays on the per-event path. ``plan`` orders the batch
+into steps: a simple event waits in the pending run while later per-event events that
+commute with it (``movable_past``: e.g. a like and a reply in a gated thread) are applied;
+a barrier flushes the run first. An event of a pending event's collection and account is a
+barrier (it may be the same uri or duplicate key).
 
 **Why a chunk equals one-by-one.** Inside a chunk deletes are written first, then creates in
 event order (``INSERT ... SELECT ... ORDER BY ordinality``, so of two creates with one duplicate
@@ -21,7 +23,11 @@ different uris and duplicate keys commute. Two cases do not, and end a chunk (``
 
 * a delete whose row has duplicates: it promotes one; that delete runs on the per-event path;
 * a delete of the row holding a duplicate key that an earlier create of the chunk also holds
-  (the create must become its duplicate first, then be promoted).
+  (the create must become its duplicate first, then be promoted);
+* a uri already written in the chunk (create then delete of one like in a batch): the next
+  chunk, with the guards the first one left;
+* a post create ``bulk_post.state`` refuses (replies already indexed, a gated thread), and an
+  event whose verdict became one the chunk does not write (a ``bump``): per-event path.
 
 After a cut the rest of the run re-reads its state (``_delete_state``), so the next chunk sees
 the effects of the previous one. Actor effects (``actor_sync`` and the handle check of
@@ -115,6 +121,7 @@ _FREE = frozenset((
 ))  # fmt: skip
 _GATES = frozenset(("app.bsky.feed.threadgate", "app.bsky.feed.postgate"))
 PROFILE = bulk_profile.NSID
+_ACTIONS = {PROFILE: ("create", "update", "skip"), POST: ("create", "skip")}  # what a chunk writes, per collection
 SIMPLE_COLLECTIONS = frozenset((*TABLES, POST, PROFILE))  # post creates: ``bulk_post``; profiles: ``bulk_profile``
 
 
@@ -185,11 +192,7 @@ async def plan(
     same account: the later event has a higher rev, or the same commit; no handle
     re-resolution due for either account, which writes ``actor`` rows in event order).
     """
-    counts: dict[str, int] = {}
     uris = [uri_of(ev) for ev in events]
-    for u in uris:
-        if u is not None:
-            counts[u] = counts.get(u, 0) + 1
     due = await _due_dids(tx, events) if actor_effects else set()
     gated = await _gate_check(tx, events)
     steps: list[Step] = []
@@ -210,7 +213,7 @@ async def plan(
         blocked = False
 
     for ev, uri in zip(events, uris):
-        if simple(ev, uri, counts, guards, plugins):
+        if simple(ev, uri, guards, plugins):
             pending.append(ev)
             kinds.add(ev["collection"])
             owners.add((ev["collection"], ev["did"]))
@@ -234,8 +237,8 @@ def _passes(
 ) -> bool:
     if blocked or ev.get("did") in due or not kinds <= movable_past(ev, plugins, gated):
         return False
-    if ev.get("collection") in TABLES and (ev["collection"], ev.get("did")) in owners:
-        return False  # may share a duplicate key with a pending event
+    if ev.get("collection") in SIMPLE_COLLECTIONS and (ev["collection"], ev.get("did")) in owners:
+        return False  # may be a pending event's uri, or share its duplicate key
     t = top.get(ev.get("did"))  # type: ignore[arg-type]
     if t is None:
         return True
@@ -257,10 +260,10 @@ async def _due_dids(tx: Any, events: list[dict[str, Any]]) -> set[str]:
 
 
 def simple(
-    ev: dict[str, Any], uri: Optional[str], counts: dict[str, int], guards: dict[str, Guard], plugins: dict[str, Plugin]
+    ev: dict[str, Any], uri: Optional[str], guards: dict[str, Guard], plugins: dict[str, Plugin]
 ) -> bool:
     """Can this event go through the bulk path (see the module docstring)?"""
-    if uri is None or counts.get(uri) != 1 or ev["collection"] not in SIMPLE_COLLECTIONS or ev["collection"] not in plugins:
+    if uri is None or ev["collection"] not in SIMPLE_COLLECTIONS or ev["collection"] not in plugins:
         return False
     if not isinstance(ev.get("rev"), str):
         return False
@@ -345,8 +348,15 @@ def _cut(
     that refers to a post created at or after it in the run goes there too."""
     created: set[tuple[str, str, str]] = set()
     post_at = {uri_of(e): i for i, e in enumerate(events) if e["collection"] == POST}
+    seen: set[Optional[str]] = set()
     for i, ev in enumerate(events):
         action = _action(ev, guards)
+        u = uri_of(ev)
+        if u in seen:  # a uri twice: the next chunk, after this one's writes (and guards)
+            return events[:i], None, events[i:]
+        seen.add(u)
+        if action not in _ACTIONS.get(ev["collection"], ("create", "delete", "skip")):
+            return events[:i], ev, events[i + 1 :]  # e.g. a create that became a 'bump' in this batch
         if action == "create" and ev["collection"] == POST:
             u = uri_of(ev) or ""
             if u in posts or any(post_at.get(r, -1) >= i for r in bulk_post.refers_to(ev)):
