@@ -162,7 +162,7 @@ class Fetcher:
             now = time.monotonic()
             if now - last_log >= self.cfg.SUMMARY_INTERVAL_S:
                 last_log = now
-                self.log.info("backfill_progress", inflight=len(self.inflight), **self.counts)
+                self.log.info("summary", inflight=len(self.inflight), **self.counts)  # the periodic one-liner every role logs
             if self.inflight and now - last_refresh >= self.reclaim_idle_ms / 3000:
                 last_refresh = now
                 await self._keep_fresh()
