@@ -93,6 +93,7 @@ class Master:
         self.status_at = 0.0
         self.status_events = 0
         self.last_status = ""
+        self.summary_at = 0.0
         self.wd_interval = notify.watchdog_interval_s()
         self.wd_next = 0.0
         self.sel: selectors.BaseSelector | None = None
@@ -508,6 +509,10 @@ class Master:
             if line != self.last_status:
                 notify.notify(f"STATUS={line}")
                 self.last_status = line
+            if now - self.summary_at >= self.cfg.SUMMARY_INTERVAL_S:
+                # the master's periodic one-liner, as every role logs one
+                self.summary_at = now
+                self.log.info("summary", status=line, recent_exits=sum(len(c.exits) for c in self.children.values()))
         if self.wd_interval and now >= self.wd_next:
             if self.all_fresh(now):
                 notify.notify("WATCHDOG=1")
