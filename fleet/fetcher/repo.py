@@ -17,14 +17,13 @@ hold more than a chunk of decoded records.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import libipld
 
 from fleet.codec.atjson import RecordDecodeError, decode_record
-from fleet.codec.car import CarError, read_varint
+from fleet.codec.car import BadBlock, CarError, check_block, read_car
 from fleet.codec.cid import cid_to_str  # error messages: never fails, whatever the bytes
 
 # The hot paths name CIDs with libipld: 15x faster than base64.b32encode, same text.
@@ -63,88 +62,22 @@ def check_block_hashes(blocks: dict[bytes, bytes]) -> None:
 
 
 def _check_hash(cid: bytes, raw: bytes) -> None:
-    # CIDv1 with a sha2-256 multihash: <1><codec varint><0x12><0x20><32 bytes>
-    if cid[-34:-32] != b"\x12\x20":
-        raise RepoError("bad_block", f"unsupported multihash in {cid_to_str(cid)}")
-    if hashlib.sha256(raw).digest() != cid[-32:]:
-        raise RepoError("bad_block", f"block {cid_to_str(cid)} does not match its CID")
-
-
-# CIDv1 dag-cbor / raw with a sha2-256 multihash: what every repo block uses (36 bytes).
-_REPO_CID_PREFIXES = (b"\x01\x71\x12\x20", b"\x01\x55\x12\x20")
+    try:
+        check_block(cid, raw)
+    except BadBlock:
+        raise RepoError("bad_block", f"block {cid_to_str(cid)} does not match its CID") from None
 
 
 def split_car(car: bytes, verify_hashes: bool = True) -> tuple[list[bytes], dict[bytes, bytes]]:
-    """CAR v1 -> (root CIDs, {binary CID: raw block}); with ``verify_hashes`` every block is
-    checked against its CID in the same pass. Raises :class:`RepoError` (bad_car, bad_block).
-
-    A faster :func:`fleet.codec.car.read_car` for repo CARs: their CIDs are 36 bytes and most
-    length prefixes one or two bytes, so those are read inline; other CIDs take the general path.
-    """
-    if not car:
-        raise RepoError("bad_car", "empty CAR")
+    """CAR v1 -> (root CIDs, {binary CID: raw block}) via :func:`fleet.codec.car.read_car`,
+    every block checked against its CID in the same pass. Raises :class:`RepoError`
+    (bad_car, bad_block)."""
     try:
-        hlen, i = read_varint(car, 0)
-        if hlen == 0 or i + hlen > len(car):
-            raise CarError("truncated CAR header")
-        try:
-            header = libipld.decode_dag_cbor(car[i : i + hlen])
-        except Exception as e:  # libipld raises ValueError/TypeError subclasses
-            raise CarError(f"bad CAR header: {e}") from None
-        if not isinstance(header, dict) or header.get("version") != 1:
-            raise CarError("not a CAR v1 header")
-        roots = header.get("roots") or []
-        if not isinstance(roots, list) or not all(isinstance(r, bytes) for r in roots):
-            raise CarError("bad CAR roots")
-        i += hlen
-        n = len(car)
-        blocks: dict[bytes, bytes] = {}
-        sha256 = hashlib.sha256
-        prefixes = _REPO_CID_PREFIXES
-        while i < n:
-            b0 = car[i]
-            if b0 < 0x80:
-                blen, i = b0, i + 1
-            elif i + 1 < n and car[i + 1] < 0x80:
-                blen, i = (b0 & 0x7F) | (car[i + 1] << 7), i + 2
-            else:
-                blen, i = read_varint(car, i)
-            end = i + blen
-            if blen == 0 or end > n:
-                raise CarError("truncated CAR block")
-            if blen >= 36 and car[i : i + 4] in prefixes:
-                cid = car[i : i + 36]
-                raw = car[i + 36 : end]
-                if verify_hashes and sha256(raw).digest() != cid[4:]:
-                    raise RepoError("bad_block", f"block {cid_to_str(cid)} does not match its CID")
-            else:
-                clen = _cid_len(car, i)
-                if clen <= 0 or clen > blen:
-                    raise CarError("bad block CID")
-                cid = car[i : i + clen]
-                raw = car[i + clen : end]
-                if verify_hashes:
-                    _check_hash(cid, raw)
-            blocks[cid] = raw
-            i = end
+        return read_car(car, verify_hashes=verify_hashes)
+    except BadBlock as e:
+        raise RepoError("bad_block", str(e)) from None
     except CarError as e:
         raise RepoError("bad_car", str(e)) from None
-    except IndexError:
-        raise RepoError("bad_car", "truncated CAR") from None
-    return roots, blocks
-
-
-def _cid_len(buf: bytes, i: int) -> int:
-    """Length of the binary CID starting at ``buf[i]`` (v0: bare sha-256 multihash, or v1)."""
-    if buf[i : i + 2] == b"\x12\x20":
-        return 34
-    version, j = read_varint(buf, i)
-    if version != 1:
-        raise CarError(f"unsupported CID version {version}")
-    _codec, j = read_varint(buf, j)
-    _hash, j = read_varint(buf, j)
-    dlen, j = read_varint(buf, j)
-    return j + dlen - i
 
 
 def open_repo(car: bytes, expect_did: str | None = None, verify_hashes: bool = True) -> tuple[Commit, dict[bytes, bytes]]:
