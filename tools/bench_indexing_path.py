@@ -2,7 +2,9 @@
 
 No Redis, no runtime: it measures only what the indexing code costs per event, with the bulk
 fast path on and off, against the ceiling of a plain ``COPY`` of the same rows into the same
-(migrated, indexed) tables, all in one run on this machine.
+(migrated, indexed) tables, all in one run on this machine. Besides events/s it reports the
+CPU time per event of the indexing process and of its PostgreSQL backend (``/proc``), which
+moves much less than wall time when other work shares the machine.
 
     python -m tools.bench_indexing_path --database-url URL [--events 20000] [--batch 500] [--json OUT]
 
@@ -24,7 +26,7 @@ import random
 import resource
 import sys
 import time
-from typing import Any
+from typing import Any, Optional
 
 import psycopg
 from psycopg import sql
@@ -136,20 +138,41 @@ async def seed_actors(conn: Any, dids: list[str]) -> None:
     )
 
 
-async def apply_all(database_url: str, schema: str, events: list[dict[str, Any]], batch: int, bulk: bool) -> float:
-    """Seconds to apply ``events`` in batches of ``batch``, one transaction per batch."""
+def _cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (0 when /proc cannot tell)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def _own_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+async def apply_all(database_url: str, schema: str, events: list[dict[str, Any]], batch: int, bulk: bool, cpu: Optional[dict[str, float]] = None) -> float:
+    """Seconds to apply ``events`` in batches of ``batch``, one transaction per batch; ``cpu``
+    (if given) gets the CPU seconds of this process and of the PostgreSQL backend meanwhile."""
     indexer = Indexer(IndexingContext(), bulk=bulk)
     async with await psycopg.AsyncConnection.connect(database_url) as conn:
         await conn.execute(sql.SQL("SET search_path TO {}, public").format(sql.Identifier(schema)))
         await seed_actors(conn, dids_of(events))
+        backend = (await (await conn.execute("SELECT pg_backend_pid()")).fetchone())[0]  # type: ignore[index]
         await conn.commit()
+        own0, pg0 = _own_cpu(), _cpu_seconds(backend)
         t0 = time.perf_counter()
         for i in range(0, len(events), batch):
             async with conn.transaction():
                 failed = await indexer.apply_batch(conn, events[i : i + batch])
             if failed:
                 raise RuntimeError(f"bench events failed: {failed[:3]}")
-        return time.perf_counter() - t0
+        elapsed = time.perf_counter() - t0
+        if cpu is not None:
+            cpu["python"], cpu["postgres"] = _own_cpu() - own0, _cpu_seconds(backend) - pg0
+        return elapsed
 
 
 def copy_ceiling(database_url: str, src: str, dst: str) -> tuple[int, float]:
@@ -195,11 +218,15 @@ def run(database_url: str, events: int, batch: int, seed: int = 1, compare_singl
     res: dict[str, Any] = {"events": len(evs), "batch": batch, "mix": MIXES[mix]}
     if compare_single:
         fresh_schema(database_url, "bench_single")
-        s = asyncio.run(apply_all(database_url, "bench_single", evs, batch, bulk=False))
+        cpu: dict[str, float] = {}
+        s = asyncio.run(apply_all(database_url, "bench_single", evs, batch, bulk=False, cpu=cpu))
         res["single_events_per_s"] = round(len(evs) / s)
+        res["single_cpu_us_per_event"] = {k: round(v / len(evs) * 1e6) for k, v in cpu.items()}
     fresh_schema(database_url, "bench_bulk")
-    s = asyncio.run(apply_all(database_url, "bench_bulk", evs, batch, bulk=True))
+    cpu = {}
+    s = asyncio.run(apply_all(database_url, "bench_bulk", evs, batch, bulk=True, cpu=cpu))
     res["bulk_events_per_s"] = round(len(evs) / s)
+    res["bulk_cpu_us_per_event"] = {k: round(v / len(evs) * 1e6) for k, v in cpu.items()}
     fresh_schema(database_url, "bench_copy")
     rows, cs = copy_ceiling(database_url, "bench_bulk", "bench_copy")
     res["copy_rows"] = rows
