@@ -12,6 +12,9 @@ One run on this machine, with throwaway Redis and PostgreSQL (``fleet.embedded``
 3. The ceiling, in the same run: a plain ``COPY`` of the very rows the indexers wrote into the
    same (migrated, indexed) tables of a fresh schema, one writer, as events/s.
 4. Peak RSS of each indexer process (VmHWM).
+5. CPU time per event between the 10 % and 90 % marks, of the indexer processes and of the
+   PostgreSQL backends serving them (``/proc``): what a shard costs, less sensitive than the
+   rate to other work sharing the machine.
 
 ``run(quick) -> [{name, value, unit, ceiling, ratio}]``. Targets (issue 4): 10,000 events/s all
 shards together, 40 % of the ceiling, < 300 MB per shard.
@@ -41,7 +44,7 @@ from psycopg import sql  # noqa: E402
 
 from fleet import embedded, streams  # noqa: E402
 from fleet.shard import shard  # noqa: E402
-from tools.bench_indexing_path import copy_ceiling, dids_of, fresh_schema, seed_actors, synthetic_events  # noqa: E402
+from tools.bench_indexing_path import _cpu_seconds, copy_ceiling, dids_of, fresh_schema, seed_actors, synthetic_events  # noqa: E402
 
 SCHEMA = "bench_index"
 
@@ -75,6 +78,19 @@ def _rss_peak_mb(pid: int) -> float:
     return 0.0
 
 
+def _backend_pids(conn: Any) -> list[int]:
+    """Client backends of the benchmark database other than ``conn``'s own."""
+    rows = conn.execute(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND backend_type = 'client backend' "
+        "AND pid <> pg_backend_pid()"
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def _cpu(pids: list[int]) -> dict[int, float]:
+    return {p: _cpu_seconds(p) for p in pids}
+
+
 def _remaining(r: Any, shards: int) -> int:
     return sum(r.xlen(streams.shard_stream(streams.FIREHOSE_LIVE, k, shards)) for k in range(shards))
 
@@ -102,6 +118,10 @@ def measure(redis_url: str, database_url: str, n_events: int, shards: int, batch
     procs = [subprocess.Popen([sys.executable, "-m", "fleet.indexer"], env={**env, "SHARDS": str(k)}, cwd=ROOT) for k in range(shards)]
     t10 = t90 = None
     rss: dict[int, float] = {}
+    watch = psycopg.connect(database_url, autocommit=True)
+    cpu10: dict[int, float] = {}
+    pg10: dict[int, float] = {}
+    cpu_py = cpu_pg = 0.0
     deadline = time.monotonic() + 600
     try:
         while True:
@@ -114,8 +134,11 @@ def measure(redis_url: str, database_url: str, n_events: int, shards: int, batch
                     raise RuntimeError(f"indexer {k} exited with {p.returncode}")
             if t10 is None and done >= 0.1 * total:
                 t10, d10 = now, done
+                cpu10, pg10 = _cpu([p.pid for p in procs]), _cpu(_backend_pids(watch))
             if t90 is None and done >= 0.9 * total:
                 t90, d90 = now, done
+                cpu_py = sum(_cpu_seconds(p) - c for p, c in cpu10.items())
+                cpu_pg = sum(_cpu_seconds(p) - c for p, c in pg10.items())
             if left == 0:
                 break
             if now > deadline:
@@ -131,6 +154,7 @@ def measure(redis_url: str, database_url: str, n_events: int, shards: int, batch
             except subprocess.TimeoutExpired:
                 p.kill()
         r.close()
+        watch.close()
     rate = (d90 - d10) / max(1e-6, t90 - t10) if t10 is not None and t90 is not None and t90 > t10 else 0.0
     dead = 0
     r = syncredis.Redis.from_url(redis_url)
@@ -147,6 +171,8 @@ def measure(redis_url: str, database_url: str, n_events: int, shards: int, batch
         "copy_events_per_s": total / copy_s,
         "rss_mb": rss,
         "dead_letters": dead,
+        "indexer_cpu_us_per_event": cpu_py / (d90 - d10) * 1e6 if t90 is not None and d90 > d10 else 0.0,
+        "postgres_cpu_us_per_event": cpu_pg / (d90 - d10) * 1e6 if t90 is not None and d90 > d10 else 0.0,
     }
 
 
@@ -188,14 +214,14 @@ def runtime_alone(redis_url: str, database_url: str, n_events: int) -> float:
         r.close()
 
 
-def run(quick: bool = False, events: int | None = None, shards: int = 2) -> list[dict]:
+def run(quick: bool = False, events: int | None = None, shards: int = 2, batch: int = 500) -> list[dict]:
     n = events or (20_000 if quick else 200_000)
     tmp = tempfile.mkdtemp(prefix="bench-index-")
     os.chmod(tmp, 0o755)
     rs = embedded.Redis(os.path.join(tmp, "redis"), embedded.free_port()).start()
     pg = embedded.Postgres(os.path.join(tmp, "pg"), embedded.free_port()).start()
     try:
-        m = measure(rs.url, pg.url, n, shards)
+        m = measure(rs.url, pg.url, n, shards, batch)
         loop_rate = runtime_alone(rs.url, pg.url, 20_000 if quick else 100_000)
     finally:
         rs.stop()
@@ -207,6 +233,8 @@ def run(quick: bool = False, events: int | None = None, shards: int = 2) -> list
         {"name": f"index events/s ({shards} shards, {n} events, target 10000)", "value": rate, "unit": "events/s",
          "ceiling": ceiling, "ratio": rate / ceiling if ceiling else None},
         {"name": "indexer peak RSS per shard (target < 300)", "value": rss, "unit": "MB", "ceiling": None, "ratio": None},
+        {"name": f"indexer CPU per event (batch {batch})", "value": m["indexer_cpu_us_per_event"], "unit": "us", "ceiling": None, "ratio": None},
+        {"name": "postgres backend CPU per event", "value": m["postgres_cpu_us_per_event"], "unit": "us", "ceiling": None, "ratio": None},
         {"name": "indexer runtime alone, no-op apply (1 shard)", "value": loop_rate, "unit": "events/s", "ceiling": None, "ratio": None},
         {"name": "index dead letters (must be 0)", "value": float(m["dead_letters"]), "unit": "entries", "ceiling": None, "ratio": None},
     ]
@@ -217,8 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--events", type=int)
     p.add_argument("--shards", type=int, default=2)
+    p.add_argument("--batch", type=int, default=500, help="INDEXER_BATCH_SIZE of the indexers")
     a = p.parse_args(argv)
-    for row in run(a.quick, a.events, a.shards):
+    for row in run(a.quick, a.events, a.shards, a.batch):
         ceil = f"  ceiling {row['ceiling']:.0f}  ratio {row['ratio']:.2f}" if row["ceiling"] else ""
         print(f"{row['name']:<60} {row['value']:>12.1f} {row['unit']}{ceil}")
     return 0
