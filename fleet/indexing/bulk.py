@@ -47,7 +47,7 @@ event per savepoint on the per-event path, so a poison event fails alone as befo
 The row builders below mirror the plugins' ``insert`` functions (``plugins/like.py``,
 ``repost.py``, ``follow.py``, ``block.py``); ``tests/test_bulk.py`` compares the two paths.
 
-Metrics: ``rsky_indexing_bulk_events_total{action}`` (create, delete, skip, invalid) events
+Metrics: ``rsky_indexing_bulk_events_total{action}`` (create, update, delete, skip, invalid) events
 applied by the fast path; ``rsky_indexing_bulk_chunks_total`` chunks written.
 """
 
@@ -68,6 +68,7 @@ from .processor import Effects, Guard, decide, make_op
 
 BULK_EVENTS = Counter("rsky_indexing_bulk_events_total", "record events applied by the bulk fast path", ["action"])
 BULK_CHUNKS = Counter("rsky_indexing_bulk_chunks_total", "chunks written by the bulk fast path")
+_BULK = {a: BULK_EVENTS.labels(a) for a in ("create", "update", "delete", "skip", "invalid")}
 
 LIKE, REPOST = "app.bsky.feed.like", "app.bsky.feed.repost"
 FOLLOW, BLOCK = "app.bsky.graph.follow", "app.bsky.graph.block"
@@ -300,11 +301,12 @@ async def apply_run(tx: Any, events: list[dict[str, Any]], guards: dict[str, Gua
     """Apply a run of simple events (a bulk step of ``plan``) in order, in as few chunks as possible."""
     rest = events
     while rest:
-        state = await _delete_state(tx, [e for e in rest if _action(e, guards) == "delete"])
-        posts = await bulk_post.state(tx, [e for e in rest if e["collection"] == POST and _action(e, guards) == "create"])
-        chunk, single, rest = _cut(rest, guards, state, posts)
+        acts = {id(e): _action(e, guards) for e in rest}  # the guards change only between chunks
+        state = await _delete_state(tx, [e for e in rest if acts[id(e)] == "delete"])
+        posts = await bulk_post.state(tx, [e for e in rest if e["collection"] == POST and acts[id(e)] == "create"])
+        chunk, single, rest = _cut(rest, acts, state, posts)
         if chunk:
-            await _apply_chunk(tx, chunk, guards, fx, env)
+            await _apply_chunk(tx, chunk, acts, guards, fx, env)
         if single is not None:
             await env.apply_one(single)
 
@@ -340,7 +342,7 @@ async def _delete_state(tx: Any, deletes: list[dict[str, Any]]) -> dict[str, Del
 
 
 def _cut(
-    events: list[dict[str, Any]], guards: dict[str, Guard], state: dict[str, DeleteState], posts: dict[str, str]
+    events: list[dict[str, Any]], acts: dict[int, str], state: dict[str, DeleteState], posts: dict[str, str]
 ) -> tuple[list[dict[str, Any]], Optional[dict[str, Any]], list[dict[str, Any]]]:
     """(chunk, event for the per-event path or None, rest) — the longest prefix that commutes.
 
@@ -350,7 +352,7 @@ def _cut(
     post_at = {uri_of(e): i for i, e in enumerate(events) if e["collection"] == POST}
     seen: set[Optional[str]] = set()
     for i, ev in enumerate(events):
-        action = _action(ev, guards)
+        action = acts[id(ev)]
         u = uri_of(ev)
         if u in seen:  # a uri twice: the next chunk, after this one's writes (and guards)
             return events[:i], None, events[i:]
@@ -376,16 +378,18 @@ def _cut(
     return events, None, []
 
 
-async def _apply_chunk(tx: Any, chunk: list[dict[str, Any]], guards: dict[str, Guard], fx: Effects, env: Env) -> None:
+async def _apply_chunk(
+    tx: Any, chunk: list[dict[str, Any]], acts: dict[int, str], guards: dict[str, Guard], fx: Effects, env: Env
+) -> None:
     BULK_CHUNKS.inc()
     deletes: list[dict[str, Any]] = []
     creates: list[tuple[dict[str, Any], Any]] = []  # (event, RecordOp)
     updates: list[Any] = []  # RecordOps of profile updates
     for ev in chunk:
-        action = _action(ev, guards)
+        action = acts[id(ev)]
         if action == "skip":
             env.count("skip")
-            BULK_EVENTS.labels("skip").inc()
+            _BULK["skip"].inc()
         elif action == "delete":
             deletes.append(ev)
         else:
@@ -394,7 +398,7 @@ async def _apply_chunk(tx: Any, chunk: list[dict[str, Any]], guards: dict[str, G
                 plugin.validate(ev["record"])
             except InvalidRecord as e:
                 env.count("invalid")
-                BULK_EVENTS.labels("invalid").inc()
+                _BULK["invalid"].inc()
                 env.log.info("record_invalid", seq=ev.get("seq"), did=ev.get("did"), collection=ev.get("collection"), rkey=ev.get("rkey"), error=str(e))
                 continue
             if action == "update":
@@ -441,7 +445,7 @@ async def _write_deletes(tx: Any, deletes: list[dict[str, Any]], guards: dict[st
         g.exists, g.cid = False, None
         g.tomb_rev = e["rev"] if g.tomb_rev is None else max(g.tomb_rev, e["rev"])
         env.count("delete")
-        BULK_EVENTS.labels("delete").inc()
+        _BULK["delete"].inc()
         row = removed.get(u)
         if row is None:
             continue
@@ -474,7 +478,7 @@ async def _write_creates(
             g = guards.setdefault(op.uri, Guard())
             g.exists, g.rev, g.cid = True, op.rev, op.cid
             env.count(action)
-            BULK_EVENTS.labels(action).inc()
+            _BULK[action].inc()
     post_ops = [op for op in all_ops if op.collection == POST]
     if post_ops:
         await bulk_post.write(tx, post_ops, fx)
@@ -482,7 +486,7 @@ async def _write_creates(
             g = guards.setdefault(op.uri, Guard())
             g.exists, g.rev, g.cid = True, op.rev, op.cid
             env.count("create")
-            BULK_EVENTS.labels("create").inc()
+            _BULK["create"].inc()
     ops = [op for op in all_ops if op.collection not in (POST, PROFILE)]
     by_coll: dict[str, list[Any]] = {}
     for op in ops:
@@ -504,7 +508,7 @@ async def _write_creates(
         g = guards.setdefault(op.uri, Guard())
         g.exists, g.rev, g.cid = True, op.rev, op.cid
         env.count("create")
-        BULK_EVENTS.labels("create").inc()
+        _BULK["create"].inc()
         row = inserted.get(op.uri)
         if row is None:
             continue
