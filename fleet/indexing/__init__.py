@@ -13,9 +13,11 @@ in it fails, that savepoint is rolled back and the batch is applied again one ev
 savepoint, so a poison event fails alone and its neighbours stay applied. Aggregate deltas and
 notifications are collected per event and written once at the end of the batch.
 
-Within the fast path, runs of simple events (like/repost/follow/block creates and deletes) are
-written with multi-row statements by ``bulk``; the rest goes event by event, in order
-(``bulk.plan``, which holds simple events past per-event ones they commute with). ``Indexer(ctx, bulk=False)`` (or ``INDEXER_BULK=0``) turns that off.
+Within the fast path, runs of simple events (like/repost/follow/block creates and deletes, post
+creates: ``bulk_post``, profile creates and updates: ``bulk_profile``) are written with
+multi-row statements by ``bulk``; the rest goes event by event, in order (``bulk.plan``, which
+holds simple events past per-event ones they commute with). ``Indexer(ctx, bulk=False)`` (or
+``INDEXER_BULK=0``) turns that off.
 
 Record events go through their collection's plugin (``plugins``) via ``processor``; every
 event also goes to ``actors.on_event`` (actor rows, ``actor_sync``, account status, handles),
