@@ -17,6 +17,7 @@ from psycopg import sql
 
 from fleet.db.migrate import migrate
 from fleet.indexing import FALLBACKS, Indexer, IndexingContext, bulk
+from fleet.codec.firehose import SEQ_BACKFILL
 from fleet.shard import shard
 from tools.bench_indexing_path import CID1, CID2, _tid, _time, did_for, seed_actors, synthetic_events
 
@@ -454,3 +455,11 @@ def test_profile_creates_and_updates_give_the_one_by_one_database(database_url):
     assert sorted((r[0], r[3], r[4]) for r in fast["notification"]) == sorted(
         [(A, C, "like"), (D, A, "starterpack-joined"), (D, B, "starterpack-joined")]
     )
+
+
+def test_backfilled_events_give_the_one_by_one_database(database_url):
+    # backfill events carry SEQ_BACKFILL: written with seq 0, "before every live event"
+    batches = [[dict(e, seq=SEQ_BACKFILL) for e in b] for b in post_cases() + special_cases()]
+    fast, failed = _compare(database_url, batches, [A, B, C, D])
+    assert all(f == [] for f in failed)
+    assert {r[-1] for r in fast["record"]} == {0} and {r[3] for r in fast["fleet_record_tombstone"]} == {0}

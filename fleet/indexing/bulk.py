@@ -415,7 +415,7 @@ async def _apply_chunk(
 
 async def _write_deletes(tx: Any, deletes: list[dict[str, Any]], guards: dict[str, Guard], fx: Effects, env: Env) -> None:
     uris = [uri_of(e) for e in deletes]
-    seqs = [e.get("seq") if isinstance(e.get("seq"), int) and e["seq"] > 0 else None for e in deletes]
+    seqs = [order.event_seq(e.get("seq")) for e in deletes]  # as processor.delete_record
     await tx.execute(
         "WITH a AS (DELETE FROM record WHERE uri = ANY(%b)), b AS (DELETE FROM duplicate_record WHERE uri = ANY(%b)) "
         'INSERT INTO fleet_record_tombstone (uri, did, rev, seq, "deletedAt") '

@@ -100,8 +100,7 @@ async def state(tx: Any, posts: list[dict[str, Any]]) -> dict[str, str]:
 
 
 def _seq(ev: dict[str, Any]) -> Optional[int]:
-    s = ev.get("seq")
-    return s if isinstance(s, int) and s > 0 else None
+    return order.event_seq(ev.get("seq"))  # what processor.make_op writes (0: backfill)
 
 
 async def _visible(tx: Any, keys: list[tuple[int, str, Optional[int]]]) -> set[int]:
