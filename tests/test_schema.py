@@ -8,9 +8,10 @@ from fleet.db.migrate import migrate
 
 from conftest import CORPUS
 
-ADDITIVE_TABLES = {"fleet_migration", "fleet_record_tombstone", "fleet_record_history", "fleet_account_deletion"}
+ADDITIVE_TABLES = {"fleet_migration", "fleet_record_tombstone", "fleet_record_history", "fleet_account_deletion", "fleet_graph_history", "fleet_graph_change"}
 ADDITIVE_COLUMNS = {("record", "rev"), ("record", "seq")}
 ADDITIVE_INDEXES = {("post", "fleet_post_replyroot_idx"), ("post_embed_record", "fleet_post_embed_record_embeduri_idx")}  # 0003/0004: order re-evaluation
+ADDITIVE_INDEXES |= {("thread_gate", "fleet_thread_gate_creator_idx")}  # 0005: a late follow finds the gated threads of its accounts
 
 
 def _describe(url: str, schema: str) -> dict:

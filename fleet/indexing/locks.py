@@ -30,7 +30,8 @@ key                               mode          taken by
 ``graph:<root author>``           SHARED        a reply in another account's thread (the thread
                                                 gate's following rule reads the owner's follows)
 ``list:<list uri>``               EXCLUSIVE     list item create/delete in that list
-``list:<list uri>``               SHARED        a reply whose thread gate has a list rule
+``list:<list uri>``               SHARED        a reply whose thread gate has a list rule; a
+                                                thread gate write with a list rule
 ================================  ============  ==================================================
 
 Likes take no uri key (no rule reads another account's likes), only ``acct:<subject did>``
@@ -66,8 +67,10 @@ commit; under READ COMMITTED every statement after the lock wait sees what the o
   depends on or notifies the account (S), so one of the two sees the other.
 * **Thread-gate graph rules.** Follows and list items of the gate's owner/lists vs replies in
   the thread (``graph:``/``list:``). The follower rule reads the replier's own follows: same
-  shard, no lock. Note: a follow indexed *after* a later reply is not re-evaluated
-  (``order.py`` known limits); the lock only makes the outcome independent of concurrency.
+  shard, no lock. A follow or list item indexed after a later reply re-evaluates it
+  (``order.graph_changed``): the follow's X on ``graph:<owner>`` / the item's X on
+  ``list:<list>`` against the reply's S; a thread gate with a list rule holds S on that list,
+  so a gate and a list item written concurrently see each other.
 
 Deadlocks: round 1 is one statement over sorted keys, taken before the batch writes anything,
 so batches never wait on each other's row locks while holding advisory ones they lack.
@@ -209,6 +212,9 @@ def plan(events: list[dict[str, Any]]) -> Plan:
             p.exclusive(gated_post(did, rkey))
             if coll == THREADGATE:
                 p.gates[uri] = rec
+                for rule in (rec.get("allow") or []) if isinstance(rec, dict) and isinstance(rec.get("allow"), list) else []:
+                    if isinstance(rule, dict) and isinstance(rule.get("list"), str):
+                        p.shared("list:" + rule["list"])  # it re-evaluates replies by the list's items
         elif coll == FOLLOW:
             p.exclusive("graph:" + did)
         elif coll == LISTITEM:

@@ -49,23 +49,34 @@ Rules:
    records written before its deletion; one written before it but indexed after it is dropped
    at flush (``drop_notifs_to_deleted``).
 6. **Graph rules of thread gates** (follower / following / list): a follow or list item counts
-   only if its record was written at or before the reply's seq.
+   when a version of it was current at the reply's seq (``graph_rules_allow``): the current
+   row written at or before it, or a deleted one (``fleet_graph_history``, migration 0005,
+   kept by a trigger on ``record`` whichever path deletes it) written at or before it and
+   deleted after it (its tombstone's seq, or its account deletion's).
 7. **Counts** are order-free: deltas of real row changes commute.
+8. **Late graph writes** (``graph_changed``): a follow or list item created or removed at seq
+   ``s`` (noted per transaction in ``fleet_graph_change`` by triggers on ``follow`` and
+   ``list_item``, so the bulk path is covered too) re-evaluates, at the end of its batch, the
+   replies written after ``s`` that a gate rule may judge by it: for a follow A -> B, replies
+   by B in A's gated threads (following) and by A in B's (follower), gates current or
+   deleted; for a list item of list L, replies by its subject whose thread gate (current or
+   deleted) names L.
 
 A deleted reply's history version is re-evaluated too (``reevaluate_version``: its
 ``invalidReplyRoot``, which later replies to it read) when its parent arrives late or changes.
 
-Known limits (not handled): a follow or list item *deleted* before a reply is indexed no longer
-counts for that reply even when the reply precedes the deletion (deleted follows keep no
-history); the search for later dependents of a late post walks current posts, and deleted
-versions only one level below it; notifications of a post that the
+Known limits (not handled): the search for later dependents of a late post walks current
+posts, and deleted versions only one level below it; notifications of a post that the
 official writes from a *later* ancestor's insert (a reply written before its parent in the
 firehose) are rewritten from the post's own seq if the post is re-evaluated; a thread mute
 read at flush time is the current one.
 
 Cost on the common path: likes, follows and reposts run no extra query except one primary-key
 lookup per repost or quote (``purged_after``) and one per batch with notifications
-(``drop_notifs_to_deleted``); a post runs its history-aware lookups (as many queries as before)
+(``drop_notifs_to_deleted``); a follow or list item also costs a trigger row in
+``fleet_graph_change`` and, per batch that has any, one query for the changes' seqs and one
+per kind for the gated replies (a follow: the gated threads of its two accounts; a list item:
+its subject's replies, the one search that grows with an account's posts); a post runs its history-aware lookups (as many queries as before)
 plus one query for its later descendants.
 """
 
@@ -383,6 +394,118 @@ async def reevaluate(tx: Any, uri: str, fx: Any) -> tuple[bool, Optional[int]]:
     fx.notifs.delete_for([uri])
     fx.notifs.add(stamp(postmod.notifs_for_insert(idx), seq))
     return bool(old[0]) != bool(invalid), seq
+
+
+# ---------------------------------------------------------------- thread-gate graph rules (rules 6 and 8)
+
+# A follow (creator %(a)s -> subject %(b)s) or a list item (list %(l)s, subject %(b)s) counts for
+# a reply at seq %(s)s when a version of it was current then: the current row written at or
+# before %(s)s, or a deleted version (fleet_graph_history, migration 0005) with
+# seq_from <= %(s)s < its deletion's seq (the uri's tombstone, or its account's deletion).
+_DELETED_AT = (
+    "coalesce((SELECT t.seq FROM fleet_record_tombstone t WHERE t.uri = h.uri), "
+    "(SELECT a.seq FROM fleet_account_deletion a WHERE a.did = h.did))"
+)
+FOLLOW_AS_OF_SQL = (
+    'EXISTS (SELECT 1 FROM follow f JOIN record r ON r.uri = f.uri WHERE f.creator = %(a)s AND f."subjectDid" = %(b)s '
+    "AND (r.seq IS NULL OR %(s)s::bigint IS NULL OR r.seq <= %(s)s)) "
+    "OR (%(s)s::bigint IS NOT NULL AND EXISTS (SELECT 1 FROM fleet_graph_history h WHERE h.did = %(a)s AND h.subject = %(b)s "
+    f"AND h.list_uri IS NULL AND h.seq_from <= %(s)s AND {_DELETED_AT} > %(s)s))"
+)
+LIST_ITEM_AS_OF_SQL = (
+    'EXISTS (SELECT 1 FROM list_item l JOIN record r ON r.uri = l.uri WHERE l."listUri" = ANY(%(l)s) AND l."subjectDid" = %(b)s '
+    "AND (r.seq IS NULL OR %(s)s::bigint IS NULL OR r.seq <= %(s)s)) "
+    "OR (%(s)s::bigint IS NOT NULL AND EXISTS (SELECT 1 FROM fleet_graph_history h WHERE h.list_uri = ANY(%(l)s) "
+    f"AND h.subject = %(b)s AND h.seq_from <= %(s)s AND {_DELETED_AT} > %(s)s))"
+)
+
+
+async def graph_rules_allow(
+    tx: Any, replier: str, owner: str, follower: bool, following: bool, lists: list[str], seq: Optional[int]
+) -> bool:
+    """Does a follower/following/list rule of ``owner``'s thread gate let ``replier`` reply at
+    ``seq``? (One query, as the official ``violatesThreadGate``, over the versions current then.)"""
+    parts = []
+    if follower:
+        parts.append("(" + FOLLOW_AS_OF_SQL.replace("%(a)s", "%(replier)s").replace("%(b)s", "%(owner)s") + ")")
+    if following:
+        parts.append("(" + FOLLOW_AS_OF_SQL.replace("%(a)s", "%(owner)s").replace("%(b)s", "%(replier)s") + ")")
+    if lists:
+        parts.append("(" + LIST_ITEM_AS_OF_SQL.replace("%(b)s", "%(replier)s") + ")")
+    if not parts:
+        return False
+    cur = await tx.execute("SELECT " + " OR ".join(parts), {"replier": replier, "owner": owner, "l": lists, "s": seq})
+    row = await cur.fetchone()
+    return bool(row and row[0])
+
+
+async def graph_changed(tx: Any, fx: Any) -> None:
+    """Rule 8: the follows and list items this transaction wrote or removed (noted by the
+    triggers of migration 0005, whichever path wrote them) re-evaluate the replies written
+    after them that a thread-gate rule may judge by them. Called at the end of a batch
+    (``Effects.flush``), before its notifications and counts are written."""
+    cur = await tx.execute(
+        "DELETE FROM fleet_graph_change WHERE xid = txid_current() RETURNING uri, did, subject, list_uri, created"
+    )
+    changes = await cur.fetchall()
+    if not changes:
+        return
+    uris = sorted({c[0] for c in changes})
+    rows = await _rows(
+        tx,
+        "SELECT u.uri, r.seq AS rseq, t.seq AS tseq, a.seq AS aseq FROM unnest(%s::varchar[]) AS u(uri) "
+        "LEFT JOIN record r ON r.uri = u.uri LEFT JOIN fleet_record_tombstone t ON t.uri = u.uri "
+        "LEFT JOIN fleet_account_deletion a ON a.did = split_part(u.uri, '/', 3)",
+        (uris,),
+    )
+    seqs = {r["uri"]: r for r in rows}
+    follows: dict[tuple[str, str], int] = {}
+    items: dict[tuple[str, str], int] = {}
+    for uri, did, subject, list_uri, created in changes:
+        s = seqs.get(uri) or {}
+        # a new row: its record's seq; a removed one: its delete's (or its account deletion's)
+        seq = s.get("rseq") if created else (s.get("tseq") if s.get("tseq") is not None else s.get("aseq"))
+        if seq is None or not isinstance(subject, str):
+            continue
+        bound = later_than(seq)
+        if list_uri is None:
+            key = (did, subject)
+            follows[key] = min(bound, follows.get(key, bound))
+        else:
+            key = (list_uri, subject)
+            items[key] = min(bound, items.get(key, bound))
+    dependents: list[str] = []
+    if follows:
+        a, b, q = [k[0] for k in follows], [k[1] for k in follows], list(follows.values())
+        # following rule: replies by the subject in the creator's gated threads; follower rule:
+        # replies by the creator in the subject's gated threads
+        found = await _rows(
+            tx,
+            "WITH c(owner, replier, q) AS (SELECT * FROM unnest(%(a)s::varchar[], %(b)s::varchar[], %(q)s::bigint[]) "
+            " UNION ALL SELECT * FROM unnest(%(b)s::varchar[], %(a)s::varchar[], %(q)s::bigint[])), "
+            'roots AS (SELECT c.replier, c.q, g."postUri" AS root FROM c JOIN thread_gate g ON g.creator = c.owner '
+            " UNION SELECT c.replier, c.q, 'at://' || c.owner || '/app.bsky.feed.post/' || split_part(h.uri, '/', 5) "
+            "  FROM c JOIN fleet_record_history h ON split_part(h.uri, '/', 3) = c.owner AND h.uri LIKE '%%/app.bsky.feed.threadgate/%%') "
+            'SELECT DISTINCT p.uri FROM roots JOIN post p ON p."replyRoot" = roots.root AND p.creator = roots.replier '
+            "JOIN record r ON r.uri = p.uri WHERE r.seq > roots.q",
+            {"a": a, "b": b, "q": q},
+        )
+        dependents += [r["uri"] for r in found]
+    if items:
+        # replies by the subject whose thread gate (current or deleted) names the list
+        found = await _rows(
+            tx,
+            "WITH c(list, replier, q) AS (SELECT * FROM unnest(%s::varchar[], %s::varchar[], %s::bigint[])) "
+            'SELECT DISTINCT p.uri FROM c JOIN post p ON p.creator = c.replier AND p."replyRoot" IS NOT NULL '
+            "JOIN record r ON r.uri = p.uri AND r.seq > c.q "
+            "CROSS JOIN LATERAL (SELECT replace(p.\"replyRoot\", '/app.bsky.feed.post/', '/app.bsky.feed.threadgate/') AS gate) g "
+            "WHERE EXISTS (SELECT 1 FROM record x WHERE x.uri = g.gate AND strpos(x.json, c.list) > 0) "
+            "OR EXISTS (SELECT 1 FROM fleet_record_history h WHERE h.uri = g.gate AND strpos(h.json, c.list) > 0)",
+            ([k[0] for k in items], [k[1] for k in items], list(items.values())),
+        )
+        dependents += [r["uri"] for r in found]
+    if dependents:
+        await reevaluate_all(tx, sorted(set(dependents)), fx)
 
 
 # ---------------------------------------------------------------- accounts and notifications

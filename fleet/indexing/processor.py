@@ -53,6 +53,7 @@ class Effects:
         self.notifs.extend_from(other.notifs)
 
     async def flush(self, tx: Any) -> None:
+        await order.graph_changed(tx, self)  # late follows/list items re-evaluate gated replies
         buf = AggBuffer()
         buf.extend(self.aggs)
         self.aggs = []

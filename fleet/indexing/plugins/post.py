@@ -217,7 +217,8 @@ def invalid_reply_root(reply: dict[str, Any], parent: dict[str, Any]) -> bool:
 
 async def violates_thread_gate(tx: Any, replier: str, owner: str, root_rec: Any, gate: Any, seq: Optional[int] = None) -> bool:
     """Official ``violatesThreadGate`` (``parseThreadGate`` + one graph query); a follow or list
-    item counts only if written at or before ``seq`` (order.py rule 6)."""
+    item counts when a version of it was current at ``seq``, deleted since or not (order.py
+    rule 6)."""
     if replier == owner:
         return False
     allow = gate.get("allow") if isinstance(gate, dict) else None
@@ -236,15 +237,7 @@ async def violates_thread_gate(tx: Any, replier: str, owner: str, root_rec: Any,
                     return False
     if not allow_follower and not allow_following and not lists:
         return True
-    row = await (
-        await tx.execute(
-            'SELECT (%s AND EXISTS (SELECT 1 FROM follow f JOIN record r ON r.uri = f.uri WHERE f."subjectDid" = %s AND f.creator = %s AND (r.seq IS NULL OR %s::bigint IS NULL OR r.seq <= %s))),'
-            ' (%s AND EXISTS (SELECT 1 FROM follow f JOIN record r ON r.uri = f.uri WHERE f.creator = %s AND f."subjectDid" = %s AND (r.seq IS NULL OR %s::bigint IS NULL OR r.seq <= %s))),'
-            ' (%s AND EXISTS (SELECT 1 FROM list_item l JOIN record r ON r.uri = l.uri WHERE l."listUri" = ANY(%s) AND l."subjectDid" = %s AND (r.seq IS NULL OR %s::bigint IS NULL OR r.seq <= %s)))',
-            (allow_follower, owner, replier, seq, seq, allow_following, owner, replier, seq, seq, bool(lists), lists, replier, seq, seq),
-        )
-    ).fetchone()
-    return not any(row)
+    return not await order.graph_rules_allow(tx, replier, owner, allow_follower, allow_following, lists, seq)
 
 
 async def thread_gate_record(tx: Any, post_uri: str, seq: Optional[int]) -> Optional[dict[str, Any]]:
