@@ -329,7 +329,7 @@ async def _delete_state(tx: Any, deletes: list[dict[str, Any]]) -> dict[str, Del
     """One query: for each uri to delete, its row's duplicate key and whether it has duplicates."""
     if not deletes:
         return {}
-    uris = [uri_of(e) for e in deletes]
+    uris = [uri_of(e) or "" for e in deletes]  # never empty: simple events have a uri
     cur = await tx.execute(
         "SELECT u.uri, coalesce(l.subject, r.subject, f.\"subjectDid\", b.\"subjectDid\"), "
         'EXISTS (SELECT 1 FROM duplicate_record d WHERE d."duplicateOf" = u.uri) '
@@ -414,7 +414,7 @@ async def _apply_chunk(
 
 
 async def _write_deletes(tx: Any, deletes: list[dict[str, Any]], guards: dict[str, Guard], fx: Effects, env: Env) -> None:
-    uris = [uri_of(e) for e in deletes]
+    uris = [uri_of(e) or "" for e in deletes]  # never empty: simple events have a uri
     seqs = [order.event_seq(e.get("seq")) for e in deletes]  # as processor.delete_record
     await tx.execute(
         "WITH a AS (DELETE FROM record WHERE uri = ANY(%b)), b AS (DELETE FROM duplicate_record WHERE uri = ANY(%b)) "
