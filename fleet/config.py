@@ -187,7 +187,7 @@ SETTINGS: list[Setting] = [
     Setting("HANDLE_RESOLVER_URL", _str, "", "override for handle resolution: http://host:port serving /.well-known/atproto-did by Host (tests, demo)"),
     # indexer
     Setting("INDEXER_BATCH_SIZE", _int(1, 100000), "500", "stream entries applied per transaction"),
-    Setting("INDEXER_BULK", _bool, "true", "multi-row fast path for like/repost/follow/block runs (fleet.indexing.bulk)"),
+    Setting("INDEXER_BULK", _bool, "true", "multi-row fast path (likes, reposts, follows, blocks, post and profile creates; fleet.indexing.bulk); false = one event at a time"),
     Setting("INDEXER_BATCH_WAIT_MS", _int(0), "100", "block time of XREADGROUP when the stream is empty"),
     Setting("INDEXER_MAX_DELIVERIES", _int(1), "5", "deliveries after which an entry goes to the dead-letter stream"),
     Setting("INDEXER_RESOLVE_HANDLES", _bool, "true", "resolve and verify handles on #identity/#account"),
