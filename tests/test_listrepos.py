@@ -203,3 +203,35 @@ def test_listing_pauses_above_the_high_water_mark_and_resumes_when_drained(redis
     held, drained = asyncio.run(go())
     assert held == 20 and drained == 42
     assert int(r.hget(streams.BACKFILL_STATS, "queued")) == 42
+
+
+def test_fetch_page_refuses_an_answer_far_larger_than_the_page_it_asked_for():
+    import asyncio
+
+    import aiohttp
+    from aiohttp import web
+
+    from fleet.ingester.listrepos import PageError, fetch_page
+
+    async def go():
+        async def huge(request):
+            return web.Response(body=b'{"repos": [' + b" " * 400_000 + b"]}", content_type="application/json")
+
+        app = web.Application()
+        app.router.add_get("/xrpc/com.atproto.sync.listRepos", huge)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        try:
+            async with aiohttp.ClientSession() as s:
+                try:
+                    await fetch_page(s, f"http://127.0.0.1:{port}", None, 10)
+                except PageError as e:
+                    return str(e)
+                return "accepted"
+        finally:
+            await runner.cleanup()
+
+    assert "larger than" in asyncio.run(go())

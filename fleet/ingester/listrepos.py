@@ -48,6 +48,8 @@ SKIPPED = Counter("rsky_listrepos_skipped_total", "listRepos cursors skipped and
 BACKOFF_BASE_S = 1.0
 BACKOFF_CAP_S = 60.0
 TIMEOUT_S = 60.0
+PAGE_BYTES_BASE = 64 * 1024
+PAGE_BYTES_PER_REPO = 2048
 MAX_SKIPS_IN_A_ROW = 64  # doubling steps: covers any realistic cursor range, then stop
 
 
@@ -107,7 +109,12 @@ async def fetch_page(session: aiohttp.ClientSession, host: str, cursor: str | No
         params["cursor"] = cursor
     try:
         async with session.get(f"{host}/xrpc/com.atproto.sync.listRepos", params=params, timeout=aiohttp.ClientTimeout(total=TIMEOUT_S)) as resp:
-            text = await resp.text()
+            # a page lists `limit` repos of ~200 bytes each: anything far larger is refused, not buffered
+            cap = PAGE_BYTES_BASE + limit * PAGE_BYTES_PER_REPO
+            raw = await resp.content.read(cap + 1)
+            if len(raw) > cap:
+                raise PageError(f"answer larger than {cap} bytes")
+            text = raw.decode("utf-8", errors="replace")
             if resp.status != 200:
                 raise PageError(f"HTTP {resp.status}: {text[:200]}")
     except asyncio.TimeoutError:
