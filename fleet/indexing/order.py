@@ -448,7 +448,10 @@ async def graph_changed(tx: Any, fx: Any) -> None:
         "DELETE FROM fleet_graph_change WHERE xid = txid_current() RETURNING uri, did, subject, list_uri, created"
     )
     changes = await cur.fetchall()
-    if not changes:
+    anchors = list(getattr(fx, "graph_anchors", None) or [])  # cutover.py: (did, subject, list_uri, bound)
+    if anchors:
+        fx.graph_anchors.clear()
+    if not changes and not anchors:
         return
     uris = sorted({c[0] for c in changes})
     rows = await _rows(
@@ -474,6 +477,9 @@ async def graph_changed(tx: Any, fx: Any) -> None:
         else:
             key = (list_uri, subject)
             items[key] = min(bound, items.get(key, bound))
+    for did, subject, list_uri, bound in anchors:
+        key, into = ((did, subject), follows) if list_uri is None else ((list_uri, subject), items)
+        into[key] = min(bound, into.get(key, bound))
     dependents: list[str] = []
     if follows:
         a, b, q = [k[0] for k in follows], [k[1] for k in follows], list(follows.values())

@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from . import order
+from . import cutover, order
 from .aggregates import AggBuffer
 from ..codec.atjson import dumps, loads
 from .notifications import NotifBuffer
@@ -47,10 +47,12 @@ class Effects:
 
     aggs: list[AggDelta] = field(default_factory=list)
     notifs: NotifBuffer = field(default_factory=NotifBuffer)
+    graph_anchors: list[tuple[str, str, Optional[str], int]] = field(default_factory=list)  # cutover.py
 
     def merge(self, other: "Effects") -> None:
         self.aggs.extend(other.aggs)
         self.notifs.extend_from(other.notifs)
+        self.graph_anchors.extend(other.graph_anchors)
 
     async def flush(self, tx: Any) -> None:
         await order.graph_changed(tx, self)  # late follows/list items re-evaluate gated replies
@@ -79,7 +81,7 @@ async def load_guards(tx: Any, uris: list[str]) -> dict[str, Guard]:
     if not uris:
         return out
     cur = await tx.execute(
-        "SELECT u.uri, r.uri IS NOT NULL, r.rev, r.cid, t.rev FROM unnest(%s::varchar[]) AS u(uri) "
+        "SELECT u.uri, r.uri IS NOT NULL, r.rev, r.cid, t.rev FROM unnest(%b::varchar[]) AS u(uri) "
         "LEFT JOIN record r ON r.uri = u.uri LEFT JOIN fleet_record_tombstone t ON t.uri = u.uri",
         (uris,),
     )
@@ -96,7 +98,12 @@ def _newer(a: Optional[str], b: Optional[str]) -> bool:
 
 
 def decide(ev: dict[str, Any], g: Guard) -> str:
-    """'create' | 'update' | 'delete' | 'skip' | 'bump' (same content, newer rev)."""
+    """'create' | 'update' | 'delete' | 'skip' | 'bump' (same content, newer rev) | 'anchor'
+    (a firehose event of the stored version, not newer: ``cutover.anchor``) | 'older' (a
+    firehose event of an older version of a post or gate: ``cutover.older_version``).
+
+    'anchor' and 'older' may turn out to be replays (then nothing is written, 'skip' is
+    returned by ``apply_record_event``); the bulk path sends them to the per-event path."""
     t = ev["type"]
     rev = ev.get("rev")
     if rev is None:  # no rev to compare: behave as the official indexer
@@ -111,7 +118,7 @@ def decide(ev: dict[str, Any], g: Guard) -> str:
         return "skip"
     if g.exists:
         if g.rev is not None and g.rev >= rev:
-            return "skip"
+            return cutover.wants_anchor(ev, g.cid) or "skip"
         if t == "create":
             return "update" if g.cid != ev.get("cid") else "bump"
     return t
@@ -144,6 +151,10 @@ async def apply_record_event(tx: Any, plugin: Plugin, ev: dict[str, Any], g: Gua
     action = decide(ev, g)
     if action == "skip":
         return action
+    if action == "anchor":
+        return action if await cutover.anchor(tx, plugin, ev, fx) else "skip"
+    if action == "older":
+        return action if await cutover.older_version(tx, ev) else "skip"
     uri = f"at://{ev['did']}/{ev['collection']}/{ev['rkey']}"
     if action == "delete":
         await delete_record(tx, plugin, uri, ev, fx)
