@@ -463,3 +463,40 @@ def test_backfilled_events_give_the_one_by_one_database(database_url):
     fast, failed = _compare(database_url, batches, [A, B, C, D])
     assert all(f == [] for f in failed)
     assert {r[-1] for r in fast["record"]} == {0} and {r[3] for r in fast["fleet_record_tombstone"]} == {0}
+
+
+def _chunks() -> float:
+    return bulk.BULK_CHUNKS._value.get()
+
+
+def test_records_created_and_deleted_in_one_batch_give_the_one_by_one_database_in_one_chunk(database_url):
+    p_a, p_b, p_c = uri(A, POST, "3pa"), uri(B, POST, "3pb"), uri(C, POST, "3pc")
+    rp = {"$type": REPOST, "subject": {"uri": p_a, "cid": CID2}, "createdAt": "2025-01-01T00:00:00.000Z"}
+    first = [post(A, "3pa"), post(B, "3pb"), post(C, "3pc"), like(C, "q0", p_b)]
+    pairs = [
+        like(B, "p1", p_c), delete(B, LIKE, "p1"),  # nobody else likes 3pc: its post_agg row is still written
+        like(C, "q1", p_b), delete(C, LIKE, "q1"),  # a duplicate of q0, deleted
+        like(B, "e1", p_b), like(B, "e2", p_b), delete(B, LIKE, "e2"),  # an earlier create holds the key: e2 was its duplicate
+        ev(B, "create", REPOST, "r1", rp), delete(B, REPOST, "r1"),  # feed_item written and removed
+        follow(A, "f1", C), delete(A, FOLLOW, "f1"),  # profile_agg of both
+    ]  # fmt: skip
+    before = _chunks()
+    fast, failed = _compare(database_url, [first, pairs], [A, B, C])
+    assert failed == [[], []]
+    assert _chunks() - before == 2  # one chunk per batch
+    assert {r[0].rsplit("/", 1)[1] for r in fast["like"]} == {"q0", "e1"}
+    assert "follow" not in fast and "repost" not in fast and len(fast["fleet_record_tombstone"]) == 5
+    assert {r[0] for r in fast["post_agg"]} >= {p_a, p_b, p_c}
+
+
+def test_a_created_and_deleted_record_ends_the_chunk_where_sequence_would_differ(database_url):
+    p_a, p_b = uri(A, POST, "3pa"), uri(B, POST, "3pb")
+    batch = [
+        like(A, "x1", p_a), delete(A, LIKE, "x1"), like(A, "x2", p_a),  # x2 after the pair, same key: inserted, not a duplicate
+        like(B, "y1", p_b), like(B, "y2", p_b), delete(B, LIKE, "y1"),  # y2 became y1's duplicate: the delete promotes it
+        like(C, "o1", p_a, rev="3m99999999999"), delete(C, LIKE, "o1", rev="3m00000000003"),  # a delete older than its create
+        like(C, "z1", p_b), delete(C, LIKE, "z1"), like(C, "z1", p_b, rev="3m99999999998"),  # the uri a third time
+    ]  # fmt: skip
+    fast, failed = _compare(database_url, [[post(A, "3pa"), post(B, "3pb")], batch], [A, B, C])
+    assert failed == [[], []]
+    assert {r[0].rsplit("/", 1)[1] for r in fast["like"]} == {"x2", "y2", "o1", "z1"}  # z1 again, newer than its delete

@@ -347,15 +347,27 @@ def _cut(
     """(chunk, event for the per-event path or None, rest) — the longest prefix that commutes.
 
     ``posts``: post creates that need the per-event path (``bulk_post.state``); a post create
-    that refers to a post created at or after it in the run goes there too."""
+    that refers to a post created at or after it in the run goes there too.
+
+    A like/repost/follow/block created and then deleted in the chunk (a *pair*) stays in it: the
+    chunk writes that delete after its creates (``_apply_chunk``), which equals sequence when no
+    other create of the chunk after the created one has its duplicate key (it would have become
+    the created one's duplicate, then been promoted)."""
     created: set[tuple[str, str, str]] = set()
+    last_create: dict[tuple[str, str, str], int] = {}  # duplicate key -> index of its last create
+    creates: dict[str, tuple[int, dict[str, Any], tuple[str, str, str]]] = {}  # uri -> its create in the chunk
+    paired: set[tuple[str, str, str]] = set()  # keys of created-then-deleted records
     post_at = {uri_of(e): i for i, e in enumerate(events) if e["collection"] == POST}
     seen: set[Optional[str]] = set()
     for i, ev in enumerate(events):
         action = acts[id(ev)]
         u = uri_of(ev)
         if u in seen:  # a uri twice: the next chunk, after this one's writes (and guards)
-            return events[:i], None, events[i:]
+            c = creates.pop(u or "", None)
+            if c is None or action != "delete" or not ev["rev"] >= c[1]["rev"] or last_create.get(c[2]) != c[0]:
+                return events[:i], None, events[i:]
+            paired.add(c[2])  # a pair: the delete is written after the chunk's creates
+            continue
         seen.add(u)
         if action not in _ACTIONS.get(ev["collection"], ("create", "delete", "skip")):
             return events[:i], ev, events[i + 1 :]  # e.g. a create that became a 'bump' in this batch
@@ -366,7 +378,12 @@ def _cut(
         elif action == "create" and ev["collection"] in TABLES:
             rec = ev.get("record")
             if isinstance(rec, dict):
-                created.add(_dup_key(ev["collection"], ev["did"], TABLES[ev["collection"]].key(rec)))
+                key = _dup_key(ev["collection"], ev["did"], TABLES[ev["collection"]].key(rec))
+                if key in paired:  # would have been the paired record's duplicate or promoted
+                    return events[:i], None, events[i:]
+                created.add(key)
+                last_create[key] = i
+                creates[u or ""] = (i, ev, key)
         elif action == "delete":
             st = state.get(uri_of(ev) or "")
             if st is None or st.key is None:
@@ -405,10 +422,16 @@ async def _apply_chunk(
                 updates.append(make_op(ev))
             else:
                 creates.append((ev, make_op(ev)))
+    created = {op.uri for _, op in creates}
+    late = [e for e in deletes if uri_of(e) in created]  # pairs (``_cut``): after the creates
+    if late:
+        deletes = [e for e in deletes if uri_of(e) not in created]
     if deletes:
         await _write_deletes(tx, deletes, guards, fx, env)
     if creates or updates:
         await _write_creates(tx, creates, guards, fx, env, updates)
+    if late:
+        await _write_deletes(tx, late, guards, fx, env)
     if env.actor_effects:
         await _actor_effects(tx, chunk, env)
 
