@@ -18,7 +18,6 @@ network), as on a warm index.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import io
 import json
 import os
