@@ -11,7 +11,10 @@ The replay relay serves the corpus with every DID document's PDS pointing at the
 process (``python -m fleet.fetcher``) fetches every repo into the backfill shard streams, the
 indexers apply them. The run is fed when listRepos is done and ``repo_backfill`` is empty with
 nothing pending. The result is compared with ``db-normalized/`` (``indexedAt`` comes from the
-clock) and every difference must be explained by one rule of :data:`BACKFILL_RULES`:
+clock; clock values masked on both sides by ``fleet.db.dump.mask_clock_values``, as in
+``conform.compare_db``) and every difference must be explained by one rule of
+:data:`BACKFILL_RULES` (the firehose's record history, decoded from ``firehose.frames``, is what
+the order rules check):
 
 - *unfetchable* — a row naming an account whose repo cannot be fetched: deactivated and
   taken-down accounts (getRepo refuses them, recorded in ``backfill:gone``) and deleted ones
@@ -32,8 +35,8 @@ from __future__ import annotations
 import glob
 import json
 import os
-from dataclasses import dataclass
-from typing import Any, Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
 
 from fleet import streams
 
@@ -52,7 +55,16 @@ class Context:
     unfetchable: set[str]  # DIDs a backfill cannot bring
     expected_posts: set[str]  # post uris of db/ (the firehose's final state)
     our_posts: dict[str, dict[str, Any]]  # our post rows by uri
-    changed_only: dict[str, set[str]]  # table -> uris whose missing/extra rows differ only in allowed columns
+    history: dict[str, list[tuple[int, str, Any, Any]]] = field(default_factory=dict)  # uri -> [(seq, action, cid, record)]
+    duplicates: set[str] = field(default_factory=set)  # uris in a duplicate_record row of either side
+
+    def created(self, uri: str) -> Optional[int]:
+        """Seq of the firehose's first create of ``uri`` (None: never created in the firehose)."""
+        return next((seq for seq, action, _, _ in self.history.get(uri, []) if action == "create"), None)
+
+    def record(self, uri: str) -> Any:
+        """The firehose's first version of ``uri``."""
+        return next((rec for _, action, _, rec in self.history.get(uri, []) if action != "delete"), None)
 
 
 def _names_unfetchable(table: str, side: str, row: dict[str, Any], c: Context) -> bool:
@@ -78,8 +90,80 @@ def _reply_without_its_parent(table: str, side: str, row: dict[str, Any], c: Con
     return post["replyRoot"] not in c.our_posts or post["replyParent"] not in c.our_posts
 
 
-def _profile_created_at(table: str, side: str, row: dict[str, Any], c: Context) -> bool:
-    return table == "profile" and row.get("uri") in c.changed_only.get("profile", set())
+def _post_of(table: str, row: dict[str, Any]) -> Optional[str]:
+    if table == "post":
+        return row.get("uri")
+    if table == "notification" and "/app.bsky.feed.post/" in str(row.get("recordUri")):
+        return row.get("recordUri")
+    return None
+
+
+def _post_ref(uri: Any, collection: str) -> Optional[str]:
+    """The gate of post ``uri`` (same account, same rkey)."""
+    if not isinstance(uri, str) or "/app.bsky.feed.post/" not in uri:
+        return None
+    return uri.replace("/app.bsky.feed.post/", f"/{collection}/")
+
+
+def _embedded_posts(rec: Any) -> list[str]:
+    embed = rec.get("embed") if isinstance(rec, dict) else None
+    if not isinstance(embed, dict):
+        return []
+    inner = embed.get("record")
+    if isinstance(inner, dict) and isinstance(inner.get("record"), dict):  # recordWithMedia
+        inner = inner["record"]
+    uri = inner.get("uri") if isinstance(inner, dict) else None
+    return [uri] if isinstance(uri, str) else []
+
+
+def _gate_changed_after(table: str, side: str, row: dict[str, Any], c: Context) -> bool:
+    uri = _post_of(table, row)
+    seq = c.created(uri or "")
+    if seq is None:
+        return False
+    rec = c.record(uri or "")
+    reply = rec.get("reply") if isinstance(rec, dict) and isinstance(rec.get("reply"), dict) else {}
+    root = (reply.get("root") or {}).get("uri") if isinstance(reply.get("root"), dict) else None
+    gates = [_post_ref(root, "app.bsky.feed.threadgate"), _post_ref(uri, "app.bsky.feed.threadgate")] + [_post_ref(u, "app.bsky.feed.postgate") for u in _embedded_posts(rec)]
+    return any(s > seq for g in gates if g for s, _, _, _ in c.history.get(g, []))
+
+
+def _parent_after_reply(table: str, side: str, row: dict[str, Any], c: Context) -> bool:
+    uri = _post_of(table, row)
+    for _ in range(6):  # the post or an ancestor was written before its own parent or root
+        seq = c.created(uri or "")
+        rec = c.record(uri or "")
+        reply = rec.get("reply") if isinstance(rec, dict) and isinstance(rec.get("reply"), dict) else None
+        if seq is None or reply is None:
+            return False
+        refs = [(reply.get(k) or {}).get("uri") if isinstance(reply.get(k), dict) else None for k in ("parent", "root")]
+        if any((c.created(r) or 0) > seq for r in refs if isinstance(r, str)):
+            return True
+        uri = refs[0]
+    return False
+
+
+def _duplicate_order(table: str, side: str, row: dict[str, Any], c: Context) -> bool:
+    if table == "duplicate_record":
+        return True
+    return table == "notification" and row.get("recordUri") in c.duplicates
+
+
+def _notification_of_updated_record(table: str, side: str, row: dict[str, Any], c: Context) -> bool:
+    uri = row.get("recordUri") if table == "notification" else None
+    return any(action == "update" for _, action, _, _ in c.history.get(uri or "", []))
+
+
+def _notification_of_deleted_record(table: str, side: str, row: dict[str, Any], c: Context) -> bool:
+    ops = c.history.get(row.get("recordUri") or "", []) if table == "notification" and side == "missing" else []
+    return bool(ops) and ops[-1][1] == "delete"
+
+
+def _superseded_by_invalid(table: str, side: str, row: dict[str, Any], c: Context) -> bool:
+    if side != "missing" or not isinstance(row.get("uri"), str) or not isinstance(row.get("cid"), str):
+        return False
+    versions = [cid for _, action, cid, _ in c.history.get(row["uri"], []) if action != "delete"]
+    return bool(versions) and versions[-1] != row["cid"]
 
 
 BACKFILL_RULES: list[Rule] = [
@@ -102,9 +186,43 @@ BACKFILL_RULES: list[Rule] = [
         _reply_without_its_parent,
     ),
     Rule(
-        "createdAt-from-clock",
-        "a profile record without createdAt: the official takes indexedAt, which is the clock in a backfill",
-        _profile_created_at,
+        "gate-changed-after-post",
+        "a post (or its notification) whose thread gate (of its root, or its own) or post gate (of a post it quotes) was "
+        "created, updated or deleted after the post in the firehose: the official judged it by the gate as it "
+        "was at the post's seq; a backfill has no order between repos and sees only the final gate",
+        _gate_changed_after,
+    ),
+    Rule(
+        "parent-after-reply",
+        "a reply (or its notification) written before its parent or root existed, or below such a reply: the "
+        "official flagged it invalidReplyRoot at its seq and never re-evaluates; a backfill sees the parent exist",
+        _parent_after_reply,
+    ),
+    Rule(
+        "duplicate-order",
+        "duplicate_record rows (and the notifications of those records): which of an account's same-subject "
+        "likes/reposts/follows/blocks/list items came first, and the rows left pointing to a deleted original "
+        "after a promotion, are firehose history; a backfill sees only the surviving records, in MST order",
+        _duplicate_order,
+    ),
+    Rule(
+        "notification-of-updated-record",
+        "a notification of a record updated in the firehose: the official keeps the first version's "
+        "notification on update (like/follow/repost notifsForDelete with a replacement deletes nothing and "
+        "adds nothing); a backfill sees only the last version and notifies for it",
+        _notification_of_updated_record,
+    ),
+    Rule(
+        "notification-of-deleted-record",
+        "a notification the official kept for a record deleted later in the firehose (e.g. a like deleted in a "
+        "commit with other ops); a backfill never sees the record",
+        _notification_of_deleted_record,
+    ),
+    Rule(
+        "superseded-by-invalid",
+        "a record whose latest version is invalid for its lexicon: the official skipped that update and kept the "
+        "older valid version, which only the firehose carries (the repo holds the invalid one, also skipped)",
+        _superseded_by_invalid,
     ),
 ]
 
@@ -171,8 +289,28 @@ def both_fed(run: Any) -> bool:
 # -- comparing ------------------------------------------------------------------------------------
 
 
+def firehose_history(corpus: str) -> dict[str, list[tuple[int, str, Any, Any]]]:
+    """Every record op of the corpus's firehose: ``{uri: [(seq, action, cid, record)]}`` in seq order."""
+    from fleet.codec.firehose import iter_frames_file, message_events
+
+    out: dict[str, list[tuple[int, str, Any, Any]]] = {}
+    with open(os.path.join(corpus, "firehose.frames"), "rb") as f:
+        data = f.read()
+    for msg in iter_frames_file(data):
+        try:
+            _, seq, events = message_events(msg)
+        except Exception:  # noqa: BLE001 - a frame the fleet skips carries nothing to explain
+            continue
+        for ev in events:
+            if ev.get("type") in ("create", "update", "delete") and seq is not None:
+                uri = f"at://{ev['did']}/{ev['collection']}/{ev['rkey']}"
+                out.setdefault(uri, []).append((seq, ev["type"], ev.get("cid"), ev.get("record")))
+    return out
+
+
 def compare_backfill(conform: Any, opts: Any) -> list[Any]:
-    """The normalised dump against ``db-normalized/``; each difference explained by a rule or DIFFERS."""
+    """The normalised dump against ``db-normalized/`` (clock values masked on both sides, as
+    ``conform.compare_db``); each difference explained by a rule or DIFFERS."""
     import redis as syncredis
 
     from fleet.db import dump
@@ -187,14 +325,18 @@ def compare_backfill(conform: Any, opts: Any) -> list[Any]:
     if opts.dump:
         dump.write(d, opts.dump)
     names = [t for t in sorted(d.normalized) if t not in conform.DEVIATIONS]
-    norm = dump.compare(d.normalized, os.path.join(opts.corpus, "db-normalized"), spec, tables=names)
-    with open(os.path.join(opts.corpus, "db-normalized", "post.jsonl"), encoding="utf-8") as f:
-        expected_posts = {json.loads(x)["uri"] for x in f if x.strip()}
+    ours = dump.mask_clock_values(d.normalized)
+    expected = dump.mask_clock_values(dump.read_dir(os.path.join(opts.corpus, "db-normalized")))
+    norm = {n: conform._compare_lines(n, ours[n], expected.get(n, []), spec) for n in names}
+    expected_posts = {json.loads(x)["uri"] for x in expected.get("post", [])}
+    dupes = {v for x in ours.get("duplicate_record", []) + expected.get("duplicate_record", [])
+             for k, v in json.loads(x).items() if k in ("uri", "duplicateOf")}  # fmt: skip
     ctx = Context(
         unfetchable,
         expected_posts,
-        {r["uri"]: r for r in (json.loads(x) for x in d.normalized.get("post", []))},
-        {"profile": _differ_only_in(norm["profile"], {"createdAt"})} if "profile" in norm else {},
+        {r["uri"]: r for r in (json.loads(x) for x in ours.get("post", []))},
+        firehose_history(opts.corpus),
+        dupes,
     )
     results = []
     for name in names:
@@ -216,15 +358,6 @@ def compare_backfill(conform: Any, opts: Any) -> list[Any]:
     return results
 
 
-def _differ_only_in(diff: Any, columns: set[str]) -> set[str]:
-    """uris present as a missing and an extra row that differ only in ``columns``."""
-    def by_uri(lines: list[str]) -> dict[str, dict[str, Any]]:
-        return {r["uri"]: r for r in (json.loads(x) for x in lines)}
-
-    miss, extra = by_uri(diff.missing), by_uri(diff.extra)
-    return {u for u in miss.keys() & extra.keys() if {k for k in miss[u] if miss[u][k] != extra[u].get(k)} <= columns}
-
-
 def _compare_aggregates(conform: Any, opts: Any, spec: Any, ours_raw: dict[str, list[str]], unfetchable: set[str]) -> list[Any]:
     """conform's aggregate check; then a missing/extra key or a count difference is explained
     when the subject belongs to an unfetchable account or when our count equals the recount
@@ -233,17 +366,38 @@ def _compare_aggregates(conform: Any, opts: Any, spec: Any, ours_raw: dict[str, 
     for res in conform.compare_aggregates(opts, spec, ours_raw):
         kept = []
         explained = 0
+        ours = {json.loads(x)[spec.tables[res.table].primary_key[0]] for x in ours_raw.get(res.table, [])}
+        without_rows = 0
+        counted = _counted_subjects(ours_raw)
         for line in res.details:
             if " but a recount gives " in line:  # our count is not exact: never explained
                 kept.append(line)
             elif any(did in line for did in unfetchable) or ", db/ has " in line:
                 explained += 1
+            elif line.startswith("missing key ") and line[len("missing key "):] not in ours | counted:
+                # the official writes an aggregate row at the first like/repost/reply/quote it
+                # indexes and keeps it after that row is gone (deleted, or its account deleted);
+                # a backfill never sees such rows, so it writes no aggregate (our recount is exact)
+                without_rows += 1
             else:
                 kept.append(line)
         res.details = kept
         res.normalized = "DIFFERS" if kept else "ok"
-        res.note += f"; {explained} difference(s) from unfetchable accounts' rows (counts checked against our recount)"
+        res.note += (f"; {explained} difference(s) from unfetchable accounts' rows (counts checked against our recount)"
+                     f"; {without_rows} missing key(s) agg-without-rows")
         out.append(res)
+    return out
+
+
+def _counted_subjects(ours_raw: dict[str, list[str]]) -> set[str]:
+    """Every key some row of ours counts for (a missing aggregate key among them is a bug)."""
+    cols = {"like": ("subject",), "repost": ("subject",), "post": ("replyParent", "creator"), "quote": ("subject",),
+            "follow": ("creator", "subjectDid")}  # fmt: skip
+    out: set[str] = set()
+    for table, names in cols.items():
+        for x in ours_raw.get(table, []):
+            row = json.loads(x)
+            out.update(row[n] for n in names if isinstance(row.get(n), str))
     return out
 
 

@@ -26,7 +26,14 @@ older-or-equal revs. The end state must be the firehose-only one, whichever arri
    before the window keep reading a version there.
 
 A replay of an already applied event takes the same path and changes nothing (one
-conditional UPDATE that matches no row).
+conditional UPDATE that matches no row). On the bulk path, 'anchor' and 'older' verdicts are not
+bulk actions, so those events (cutover events and replays) go through the per-event path.
+
+Known limit: duplicates (an account's same-subject likes, reposts, follows, blocks, list items)
+are not re-arbitrated on anchor. A backfilled copy written before its group's earlier firehose
+members becomes the original (and those members its duplicates); the firehose makes the
+earliest one the original. Counts are right, but ``duplicate_record`` rows and which member's
+notification exists can differ from firehose-only (edge corpus, --mode both).
 """
 
 from __future__ import annotations
