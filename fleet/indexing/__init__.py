@@ -138,7 +138,7 @@ class Indexer:
             ctx=self.ctx,
             actor_effects=self.on_actor_event is not None,
             log=self.log,
-            count=lambda result: EVENTS.labels("record", result).inc(),
+            count=lambda result, n: EVENTS.labels("record", result).inc(n),
         )
         for step in await bulkmod.plan(conn, events, guards, self.plugins, env.actor_effects):
             if step.bulk:

@@ -53,10 +53,11 @@ applied by the fast path; ``rsky_indexing_bulk_chunks_total`` chunks written.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Optional
 
-from prometheus_client import Counter
+from prometheus_client import Counter as Metric
 from psycopg.rows import dict_row
 
 from . import actors, bulk_post, bulk_profile, order
@@ -66,8 +67,8 @@ from .plugins._helpers import normalize_datetime_always
 from .plugins.like import subject_fields
 from .processor import Effects, Guard, decide, make_op
 
-BULK_EVENTS = Counter("rsky_indexing_bulk_events_total", "record events applied by the bulk fast path", ["action"])
-BULK_CHUNKS = Counter("rsky_indexing_bulk_chunks_total", "chunks written by the bulk fast path")
+BULK_EVENTS = Metric("rsky_indexing_bulk_events_total", "record events applied by the bulk fast path", ["action"])
+BULK_CHUNKS = Metric("rsky_indexing_bulk_chunks_total", "chunks written by the bulk fast path")
 _BULK = {a: BULK_EVENTS.labels(a) for a in ("create", "update", "delete", "skip", "invalid")}
 
 LIKE, REPOST = "app.bsky.feed.like", "app.bsky.feed.repost"
@@ -294,7 +295,8 @@ class Env:
     ctx: Any  # IndexingContext, for the handle check
     actor_effects: bool  # the facade runs ``actors.on_event``
     log: Any
-    count: Callable[[str], None]  # rsky_indexing_events_total{kind=record,result}
+    count: Callable[[str, int], None]  # rsky_indexing_events_total{kind=record,result} += n
+    tally: Counter[str] = field(default_factory=Counter)  # counts of a run, added to the metrics at its end
 
 
 async def apply_run(tx: Any, events: list[dict[str, Any]], guards: dict[str, Guard], fx: Effects, env: Env) -> None:
@@ -309,6 +311,10 @@ async def apply_run(tx: Any, events: list[dict[str, Any]], guards: dict[str, Gua
             await _apply_chunk(tx, chunk, acts, guards, fx, env)
         if single is not None:
             await env.apply_one(single)
+    for action, n in env.tally.items():  # one metric update per action and run, not per event
+        env.count(action, n)
+        _BULK[action].inc(n)
+    env.tally.clear()
 
 
 def _action(ev: dict[str, Any], guards: dict[str, Guard]) -> str:
@@ -405,8 +411,7 @@ async def _apply_chunk(
     for ev in chunk:
         action = acts[id(ev)]
         if action == "skip":
-            env.count("skip")
-            _BULK["skip"].inc()
+            env.tally["skip"] += 1
         elif action == "delete":
             deletes.append(ev)
         else:
@@ -414,8 +419,7 @@ async def _apply_chunk(
             try:
                 plugin.validate(ev["record"])
             except InvalidRecord as e:
-                env.count("invalid")
-                _BULK["invalid"].inc()
+                env.tally["invalid"] += 1
                 env.log.info("record_invalid", seq=ev.get("seq"), did=ev.get("did"), collection=ev.get("collection"), rkey=ev.get("rkey"), error=str(e))
                 continue
             if action == "update":
@@ -467,8 +471,7 @@ async def _write_deletes(tx: Any, deletes: list[dict[str, Any]], guards: dict[st
         g = guards.setdefault(u, Guard())
         g.exists, g.cid = False, None
         g.tomb_rev = e["rev"] if g.tomb_rev is None else max(g.tomb_rev, e["rev"])
-        env.count("delete")
-        _BULK["delete"].inc()
+        env.tally["delete"] += 1
         row = removed.get(u)
         if row is None:
             continue
@@ -500,16 +503,14 @@ async def _write_creates(
         for op, action in [(o, "create") for o in profiles] + [(o, "update") for o in updates]:
             g = guards.setdefault(op.uri, Guard())
             g.exists, g.rev, g.cid = True, op.rev, op.cid
-            env.count(action)
-            _BULK[action].inc()
+            env.tally[action] += 1
     post_ops = [op for op in all_ops if op.collection == POST]
     if post_ops:
         await bulk_post.write(tx, post_ops, fx)
         for op in post_ops:
             g = guards.setdefault(op.uri, Guard())
             g.exists, g.rev, g.cid = True, op.rev, op.cid
-            env.count("create")
-            _BULK["create"].inc()
+            env.tally["create"] += 1
     ops = [op for op in all_ops if op.collection not in (POST, PROFILE)]
     by_coll: dict[str, list[Any]] = {}
     for op in ops:
@@ -530,8 +531,7 @@ async def _write_creates(
     for op in ops:
         g = guards.setdefault(op.uri, Guard())
         g.exists, g.rev, g.cid = True, op.rev, op.cid
-        env.count("create")
-        _BULK["create"].inc()
+        env.tally["create"] += 1
         row = inserted.get(op.uri)
         if row is None:
             continue
