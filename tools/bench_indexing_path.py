@@ -36,6 +36,7 @@ from fleet.indexing import Indexer, IndexingContext
 CID1 = "bafyreie5737gdxlw5i64vzichcalba3z2v5n6icifvx5xytvske7mr3hpm"
 CID2 = "bafyreidfayvfuwqa7qlnopdjiqrxzs6blmoeu4rujcjtnci5beludirz2a"
 B32 = "abcdefghijklmnopqrstuvwxyz234567"
+SORT32 = "234567abcdefghijklmnopqrstuvwxyz"  # the TID alphabet: its order is the string order
 MIX = {"like": 0.55, "post": 0.14, "follow": 0.1, "repost": 0.07, "block": 0.02, "delete": 0.08, "profile": 0.04}
 # only the collections of the bulk fast path (no posts, no profiles)
 SIMPLE_MIX = {"like": 0.7, "follow": 0.12, "repost": 0.08, "block": 0.02, "delete": 0.08}
@@ -55,7 +56,7 @@ def _tid(n: int) -> str:
     """A sortable rev / rkey: 13 base32 characters, increasing with ``n``."""
     s = ""
     for _ in range(13):
-        s += B32[n % 32]
+        s += SORT32[n % 32]
         n //= 32
     return "3" + s[::-1][1:]
 
