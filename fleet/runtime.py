@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
 
 from .log import Logger
 
@@ -23,3 +24,64 @@ class RoleContext:
     shard_count: int
     log: Logger
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def run_standalone(
+    role: str,
+    run: Callable[[Any, RoleContext], Awaitable[None]],
+    instance: Callable[[Any], str] = lambda cfg: "1",
+    shards: Callable[[Any], list[int]] = lambda cfg: [],
+    serve_metrics: bool = True,
+) -> int:
+    """Run one role in this process without a master (``python -m fleet.<role>``).
+
+    For tools, tests, benchmarks and debugging; production runs roles under the master, which
+    adds heartbeats, restarts and the systemd protocol. Configuration comes from the
+    environment (exit 78 on an error); SIGTERM/SIGINT set ``ctx.stopping`` so the role drains
+    the work in hand; an unreachable Redis or PostgreSQL exits 69.
+    """
+    import signal
+    import sys
+
+    from . import exitcodes
+    from .config import ConfigError, load
+    from .log import configure, get_logger
+
+    try:
+        cfg = load()
+    except ConfigError as e:
+        print(f"rsky {role}: configuration error: {e}", file=sys.stderr)
+        return exitcodes.CONFIG
+    name, owned = instance(cfg), shards(cfg)
+    configure(cfg.LOG_LEVEL, cfg.LOG_FORMAT, role=role, instance=name, shard=",".join(map(str, owned)) or None)
+    log = get_logger(role)
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    if serve_metrics and cfg.METRICS_PORT:
+        from prometheus_client import start_http_server
+
+        try:
+            start_http_server(cfg.METRICS_PORT, addr=cfg.METRICS_HOST)
+        except OSError as e:
+            log.warning("metrics_listen_failed", port=cfg.METRICS_PORT, error=str(e))
+
+    async def main() -> None:
+        ctx = RoleContext(role=role, instance=name, shards=owned, shard_count=cfg.SHARD_COUNT, log=log)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, ctx.stopping.set)
+        await run(cfg, ctx)
+
+    from psycopg_pool import PoolTimeout
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    try:
+        asyncio.run(main())
+    except (OSError, PoolTimeout, RedisConnectionError) as e:
+        log.error("unavailable", error=str(e))
+        return exitcodes.UNAVAILABLE
+    return exitcodes.OK

@@ -5,57 +5,21 @@ then drains the batches in hand and exits 0. Production runs shards under the ma
 (``rsky-indexer``), which adds heartbeats, restarts and the systemd protocol.
 """
 
-from __future__ import annotations
-
-import asyncio
-import signal
 import sys
 
-from .. import exitcodes, log
-from ..config import ConfigError, load
-from ..runtime import RoleContext
+from ..runtime import run_standalone
 
 
-async def _main(cfg) -> None:  # type: ignore[no-untyped-def]
+def _run(cfg, ctx):  # type: ignore[no-untyped-def]
     from .main import run
 
-    shards = cfg.shards
-    ctx = RoleContext(
-        role="indexer",
-        instance="shard-" + "-".join(map(str, shards)),
-        shards=shards,
-        shard_count=cfg.SHARD_COUNT,
-        log=log.get_logger("indexer"),
-    )
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, ctx.stopping.set)
-    await run(cfg, ctx)
-
-
-def main() -> int:
-    try:
-        cfg = load()
-    except ConfigError as e:
-        print(f"rsky indexer: configuration error: {e}", file=sys.stderr)
-        return exitcodes.CONFIG
-    log.configure(cfg.LOG_LEVEL, cfg.LOG_FORMAT, role="indexer", shard=cfg.SHARDS)
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
-    from psycopg_pool import PoolTimeout
-    from redis.exceptions import ConnectionError as RedisConnectionError
-
-    try:
-        asyncio.run(_main(cfg))
-    except (OSError, PoolTimeout, RedisConnectionError) as e:
-        log.get_logger("indexer").error("unavailable", error=str(e))
-        return exitcodes.UNAVAILABLE
-    return exitcodes.OK
+    return run(cfg, ctx)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_standalone(
+        "indexer", _run,
+        instance=lambda cfg: "shard-" + "-".join(map(str, cfg.shards)),
+        shards=lambda cfg: cfg.shards,
+        serve_metrics=False,  # conform and the benchmark start several on one box
+    ))
