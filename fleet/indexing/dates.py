@@ -1,57 +1,79 @@
-"""``normalizeDatetimeAlways`` of ``@atproto/syntax``: any datetime string -> UTC ISO with ms.
+"""``normalizeDatetimeAlways`` and ``Date.toISOString`` of the official indexer, in one place.
 
-The official indexer stores ``createdAt`` normalised this way (``2025-03-02T12:20:21.000Z``),
-and ``1970-01-01T00:00:00.000Z`` when the value cannot be parsed. Records reaching the
-indexer passed lexicon validation, so their ``createdAt`` is an RFC 3339 datetime; the
-lenient fallbacks cover the forms JavaScript's ``Date`` also accepts (no timezone: UTC).
+The official indexer stores ``createdAt`` normalised by ``normalizeDatetimeAlways``
+(@atproto/syntax): a sortable UTC datetime with millisecond precision
+(``2025-03-02T12:20:21.000Z``), sub-millisecond digits truncated as JavaScript's ``Date`` does,
+no timezone meaning UTC, and ``1970-01-01T00:00:00.000Z`` for anything ``Date`` cannot parse.
+Checked against node on the edge cases (Feb 30 rolls into March, 24:00 is the next midnight,
+no leap second).
 """
 
 from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 EPOCH = "1970-01-01T00:00:00.000Z"
 
-_RFC3339 = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d+))?)?"
-    r"\s*(Z|z|UTC|GMT|[+-]\d{2}:?\d{2})?$"
+_DT = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})"
+    r"(?:[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?)?"
+    r"\s*(Z|z|UTC|GMT|[+-]\d{2}(?::?\d{2})?)?$"
 )
-_DATE_ONLY = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
 
 
-def _fmt(dt: datetime) -> str:
-    y = dt.year
-    body = dt.strftime("-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
-    return f"{y:04d}{body}"
+def normalize_datetime_always(value: Any) -> str:
+    """``normalizeDatetimeAlways``: a sortable UTC datetime with millisecond precision.
 
-
-def normalize_datetime(value: object) -> str:
-    """Normalise like ``normalizeDatetimeAlways``; never raises."""
-    if not isinstance(value, str):
+    >>> normalize_datetime_always("2024-05-01T12:00:00.123456+02:00")
+    '2024-05-01T10:00:00.123Z'
+    >>> normalize_datetime_always("not a date")
+    '1970-01-01T00:00:00.000Z'
+    """
+    if not isinstance(value, str) or len(value) > 64:
         return EPOCH
-    s = value.strip()
-    m = _RFC3339.match(s)
+    m = _DT.match(value)
+    if not m:
+        return EPOCH
+    y, mo, d, hh, mm, ss, frac, tz = m.groups()
+    month, day, hour, minute, sec = int(mo), int(d), int(hh or 0), int(mm or 0), int(ss or 0)
+    ms = int((frac or "0")[:3].ljust(3, "0"))
+    # JavaScript's Date: day 1-31 in any month (Feb 31 rolls into March), 24:00:00 is the
+    # next midnight, no leap second.
+    if not (1 <= month <= 12 and 1 <= day <= 31 and minute <= 59 and sec <= 59):
+        return EPOCH
+    if hour > 24 or (hour == 24 and (minute or sec or ms)):
+        return EPOCH
     try:
-        if m:
-            y, mo, d, h, mi, sec, frac, tz = m.groups()
-            ms = int((frac or "0")[:3].ljust(3, "0"))  # JS Date keeps milliseconds, truncated
-            sec_i = int(sec or 0)
-            extra = timedelta(0)
-            if sec_i == 60:  # leap second: Date rolls over
-                sec_i, extra = 59, timedelta(seconds=1)
-            dt = datetime(int(y), int(mo), int(d), int(h), int(mi), sec_i, ms * 1000, tzinfo=timezone.utc) + extra
-            if tz and tz[0] in "+-":
-                off = tz[1:].replace(":", "")
-                delta = timedelta(hours=int(off[:2]), minutes=int(off[2:]))
-                dt = dt - delta if tz[0] == "+" else dt + delta
-        else:
-            m = _DATE_ONLY.match(s)
-            if not m:
-                return EPOCH
-            dt = datetime(int(m[1]), int(m[2]), int(m[3]), tzinfo=timezone.utc)
+        dt = datetime(int(y), month, 1, tzinfo=timezone.utc) + timedelta(
+            days=day - 1, hours=hour, minutes=minute, seconds=sec, milliseconds=ms
+        )
     except (ValueError, OverflowError):
         return EPOCH
-    if dt.year < 0 or dt.year > 9999:
-        return EPOCH
-    return _fmt(dt)
+    if tz and tz[0] in "+-":
+        sign = 1 if tz[0] == "+" else -1
+        digits = tz[1:].replace(":", "")
+        oh, om = int(digits[:2]), int(digits[2:4] or 0)
+        if oh > 23 or om > 59:
+            return EPOCH
+        try:
+            dt = dt - sign * timedelta(hours=oh, minutes=om)
+        except OverflowError:
+            return EPOCH
+    return format_iso(dt)
+
+
+def format_iso(dt: datetime) -> str:
+    """JavaScript's ``Date.prototype.toISOString``."""
+    dt = dt.astimezone(timezone.utc)
+    return f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T{dt.hour:02d}:{dt.minute:02d}:{dt.second:02d}.{dt.microsecond // 1000:03d}Z"
+
+
+def now_iso() -> str:
+    """``new Date().toISOString()``."""
+    return format_iso(datetime.now(timezone.utc))
+
+
+# the name the feed plugins and the bulk path use
+normalize_datetime = normalize_datetime_always

@@ -2,10 +2,8 @@
 
 They reproduce the few @atproto helpers the official plugins call:
 
-- :func:`normalize_datetime_always` — ``normalizeDatetimeAlways`` of @atproto/syntax:
-  a datetime string -> ``YYYY-MM-DDTHH:MM:SS.mmmZ`` (UTC, milliseconds, sub-ms digits
-  truncated as JavaScript's ``Date`` does); no timezone means UTC; anything unparseable
-  (or outside years 0001-9999) -> ``1970-01-01T00:00:00.000Z``.
+- :func:`normalize_datetime_always` — ``normalizeDatetimeAlways`` (lives in
+  ``fleet/indexing/dates.py``, shared with the feed plugins and the bulk path).
 - :func:`blob_cid` — ``getBlobCidString``: the CID of a typed blob (``ref.$link``) or of a
   legacy blob (``cid``).
 - :func:`uri_host` — ``new AtUri(uri).host`` for the URIs records carry.
@@ -15,71 +13,10 @@ They reproduce the few @atproto helpers the official plugins call:
 
 from __future__ import annotations
 
-import re
-from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
+from ..dates import EPOCH, format_iso, normalize_datetime_always, now_iso  # noqa: F401  (re-exported)
 from ..plugin import InvalidRecord
-
-EPOCH = "1970-01-01T00:00:00.000Z"
-
-_DT = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})"
-    r"(?:[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?)?"
-    r"\s*(Z|z|UTC|GMT|[+-]\d{2}(?::?\d{2})?)?$"
-)
-
-
-def normalize_datetime_always(value: Any) -> str:
-    """``normalizeDatetimeAlways``: a sortable UTC datetime with millisecond precision.
-
-    >>> normalize_datetime_always("2024-05-01T12:00:00.123456+02:00")
-    '2024-05-01T10:00:00.123Z'
-    >>> normalize_datetime_always("not a date")
-    '1970-01-01T00:00:00.000Z'
-    """
-    if not isinstance(value, str) or len(value) > 64:
-        return EPOCH
-    m = _DT.match(value)
-    if not m:
-        return EPOCH
-    y, mo, d, hh, mm, ss, frac, tz = m.groups()
-    month, day, hour, minute, sec = int(mo), int(d), int(hh or 0), int(mm or 0), int(ss or 0)
-    ms = int((frac or "0")[:3].ljust(3, "0"))
-    # JavaScript's Date: day 1-31 in any month (Feb 31 rolls into March), 24:00:00 is the
-    # next midnight, no leap second.
-    if not (1 <= month <= 12 and 1 <= day <= 31 and minute <= 59 and sec <= 59):
-        return EPOCH
-    if hour > 24 or (hour == 24 and (minute or sec or ms)):
-        return EPOCH
-    try:
-        dt = datetime(int(y), month, 1, tzinfo=timezone.utc) + timedelta(
-            days=day - 1, hours=hour, minutes=minute, seconds=sec, milliseconds=ms
-        )
-    except (ValueError, OverflowError):
-        return EPOCH
-    if tz and tz[0] in "+-":
-        sign = 1 if tz[0] == "+" else -1
-        digits = tz[1:].replace(":", "")
-        oh, om = int(digits[:2]), int(digits[2:4] or 0)
-        if oh > 23 or om > 59:
-            return EPOCH
-        try:
-            dt = dt - sign * timedelta(hours=oh, minutes=om)
-        except OverflowError:
-            return EPOCH
-    return format_iso(dt)
-
-
-def format_iso(dt: datetime) -> str:
-    """JavaScript's ``Date.prototype.toISOString``."""
-    dt = dt.astimezone(timezone.utc)
-    return f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T{dt.hour:02d}:{dt.minute:02d}:{dt.second:02d}.{dt.microsecond // 1000:03d}Z"
-
-
-def now_iso() -> str:
-    """``new Date().toISOString()``."""
-    return format_iso(datetime.now(timezone.utc))
 
 
 def blob_cid(blob: Any) -> str | None:
