@@ -20,6 +20,8 @@ from prometheus_client import Gauge
 from psycopg import AsyncConnection, sql
 from psycopg_pool import AsyncConnectionPool
 
+from . import arrays  # noqa: F401 - the fast list dumper (fleet/db/arrays.py)
+
 POOL_SIZE = Gauge("rsky_db_pool_size", "connections open in the process's PostgreSQL pool", ["pool"])
 POOL_IN_USE = Gauge("rsky_db_pool_in_use", "connections of the pool lent out right now", ["pool"])
 

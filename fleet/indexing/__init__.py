@@ -36,6 +36,7 @@ from typing import Any, Callable, Optional
 import psycopg
 from prometheus_client import Counter
 
+from ..db import arrays  # noqa: F401 - the fast list dumper for every connection of the process
 from . import bulk as bulkmod
 from .context import IndexingContext
 from .locks import lock_batch
@@ -130,6 +131,7 @@ class Indexer:
         """Runs of simple events through ``bulk``, everything else one by one (``bulk.plan``)."""
 
         async def one(ev: dict[str, Any]) -> None:
+            env.due = None  # the per-event path may write actor rows
             await self._apply_one(conn, ev, guards, fx)
 
         env = bulkmod.Env(
@@ -140,11 +142,14 @@ class Indexer:
             log=self.log,
             count=lambda result, n: EVENTS.labels("record", result).inc(n),
         )
-        for step in await bulkmod.plan(conn, events, guards, self.plugins, env.actor_effects):
+        due: set[str] = set()
+        steps = await bulkmod.plan(conn, events, guards, self.plugins, env.actor_effects, due_out=due)
+        env.due = due
+        for step in steps:
             if step.bulk:
                 await bulkmod.apply_run(conn, step.events, guards, fx, env)
             else:
-                await self._apply_one(conn, step.events[0], guards, fx)
+                await one(step.events[0])
 
     @staticmethod
     def _uri(ev: dict[str, Any]) -> Optional[str]:

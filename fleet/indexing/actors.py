@@ -37,6 +37,7 @@ handle_failed, status, status_unknown).
 from __future__ import annotations
 
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from prometheus_client import Counter
@@ -88,8 +89,13 @@ async def set_commit_last_seen(tx: Any, did: str, commit: str, rev: str | None) 
 
 
 def _ts(value: Any) -> float | None:
+    return _ts_text(value) if isinstance(value, str) else _ts_text(str(value))
+
+
+@lru_cache(maxsize=8192)  # an actor's indexedAt recurs for each of its events; parsing costs ~1.5 us
+def _ts_text(value: str) -> float | None:
     try:
-        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
     except ValueError:
         return None
 

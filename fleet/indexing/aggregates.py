@@ -64,7 +64,7 @@ class AggBuffer:
             keys = sorted(rows)
             arrays: list[list[Any]] = [keys] + [[rows[k].get(c, 0) for k in keys] for c in cols]
             col_list = ", ".join(f'"{c}"' for c in cols)
-            types = ", ".join(["%b::varchar[]"] + ["%b::bigint[]"] * len(cols))
+            types = ", ".join(["%s::varchar[]"] + ["%s::bigint[]"] * len(cols))
             sets = ", ".join(f'"{c}" = {table}."{c}" + excluded."{c}"' for c in cols)
             await tx.execute(
                 f"INSERT INTO {table} ({key_col}, {col_list}) SELECT * FROM unnest({types}) "  # noqa: S608 (names are constants)

@@ -82,8 +82,13 @@ class Table:
     name: str  # quoted SQL table name (a constant)
     columns: tuple[str, ...]  # inserted columns, quoted
     key_column: str  # the duplicate key beside ``creator``
-    row: Callable[[Any], tuple[Any, ...]]  # RecordOp -> values in ``columns`` order
+    row: Callable[[Any], tuple[Any, ...]]  # RecordOp -> values in ``columns`` order (uri first)
     key: Callable[[dict[str, Any]], Any]  # record -> duplicate key value
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The column names unquoted: the keys of a row dict."""
+        return tuple(c.strip('"') for c in self.columns)
 
 
 def _interaction_row(op: Any) -> tuple[Any, ...]:
@@ -173,7 +178,7 @@ async def _gate_check(tx: Any, events: list[dict[str, Any]]) -> Callable[[dict[s
     roots = sorted({r for ev in events if ev.get("collection") == POST and isinstance(r := _reply_root(ev), str)})
     gates: set[str] = set()
     if roots:
-        cur = await tx.execute('SELECT "postUri" FROM thread_gate WHERE "postUri" = ANY(%b)', (roots,))
+        cur = await tx.execute('SELECT "postUri" FROM thread_gate WHERE "postUri" = ANY(%s)', (roots,))
         gates = {r[0] for r in await cur.fetchall()}
     return lambda ev: ev.get("type") == "update" or (_reply_root(ev) is not None and (not isinstance(_reply_root(ev), str) or _reply_root(ev) in gates))
 
@@ -185,7 +190,8 @@ class Step:
 
 
 async def plan(
-    tx: Any, events: list[dict[str, Any]], guards: dict[str, Guard], plugins: dict[str, Plugin], actor_effects: bool
+    tx: Any, events: list[dict[str, Any]], guards: dict[str, Guard], plugins: dict[str, Plugin], actor_effects: bool,
+    due_out: Optional[set[str]] = None,
 ) -> list[Step]:
     """The order of application: runs of simple events (``bulk``) and single events.
 
@@ -196,6 +202,8 @@ async def plan(
     """
     uris = [uri_of(ev) for ev in events]
     due = await _due_dids(tx, events) if actor_effects else set()
+    if due_out is not None:
+        due_out.update(due)  # for ``_actor_effects``: the accounts whose actor row it must read
     gated = await _gate_check(tx, events)
     steps: list[Step] = []
     pending: list[dict[str, Any]] = []
@@ -296,6 +304,9 @@ class Env:
     actor_effects: bool  # the facade runs ``actors.on_event``
     log: Any
     count: Callable[[str, int], None]  # rsky_indexing_events_total{kind=record,result} += n
+    # accounts of the batch due a handle re-resolution as ``plan`` found them, while no actor
+    # row has been written since (None: unknown, read them)
+    due: Optional[set[str]] = None
     tally: Counter[str] = field(default_factory=Counter)  # counts of a run, added to the metrics at its end
 
 
@@ -339,7 +350,7 @@ async def _delete_state(tx: Any, deletes: list[dict[str, Any]]) -> dict[str, Del
     cur = await tx.execute(
         "SELECT u.uri, coalesce(l.subject, r.subject, f.\"subjectDid\", b.\"subjectDid\"), "
         'EXISTS (SELECT 1 FROM duplicate_record d WHERE d."duplicateOf" = u.uri) '
-        'FROM unnest(%b::varchar[]) AS u(uri) LEFT JOIN "like" l ON l.uri = u.uri '
+        'FROM unnest(%s::varchar[]) AS u(uri) LEFT JOIN "like" l ON l.uri = u.uri '
         "LEFT JOIN repost r ON r.uri = u.uri LEFT JOIN follow f ON f.uri = u.uri "
         "LEFT JOIN actor_block b ON b.uri = u.uri",
         (uris,),
@@ -444,9 +455,9 @@ async def _write_deletes(tx: Any, deletes: list[dict[str, Any]], guards: dict[st
     uris = [uri_of(e) or "" for e in deletes]  # never empty: simple events have a uri
     seqs = [order.event_seq(e.get("seq")) for e in deletes]  # as processor.delete_record
     await tx.execute(
-        "WITH a AS (DELETE FROM record WHERE uri = ANY(%b)), b AS (DELETE FROM duplicate_record WHERE uri = ANY(%b)) "
+        "WITH a AS (DELETE FROM record WHERE uri = ANY(%s)), b AS (DELETE FROM duplicate_record WHERE uri = ANY(%s)) "
         'INSERT INTO fleet_record_tombstone (uri, did, rev, seq, "deletedAt") '
-        "SELECT * FROM unnest(%b::varchar[], %b::varchar[], %b::varchar[], %b::bigint[], %b::varchar[]) "
+        "SELECT * FROM unnest(%s::varchar[], %s::varchar[], %s::varchar[], %s::bigint[], %s::varchar[]) "
         'ON CONFLICT (uri) DO UPDATE SET rev = excluded.rev, seq = excluded.seq, "deletedAt" = excluded."deletedAt" '
         "WHERE fleet_record_tombstone.rev < excluded.rev",
         (uris, uris, uris, [e["did"] for e in deletes], [e["rev"] for e in deletes], seqs, [e.get("time") or "" for e in deletes]),
@@ -458,10 +469,10 @@ async def _write_deletes(tx: Any, deletes: list[dict[str, Any]], guards: dict[st
     for coll, curis in by_coll.items():
         t = TABLES[coll].name
         if coll == REPOST:
-            q = f"WITH fi AS (DELETE FROM feed_item WHERE uri = ANY(%b)) DELETE FROM {t} WHERE uri = ANY(%b) RETURNING *"  # noqa: S608 (constant)
+            q = f"WITH fi AS (DELETE FROM feed_item WHERE uri = ANY(%s)) DELETE FROM {t} WHERE uri = ANY(%s) RETURNING *"  # noqa: S608 (constant)
             params: tuple[Any, ...] = (curis, curis)
         else:
-            q = f"DELETE FROM {t} WHERE uri = ANY(%b) RETURNING *"  # noqa: S608 (constant)
+            q = f"DELETE FROM {t} WHERE uri = ANY(%s) RETURNING *"  # noqa: S608 (constant)
             params = (curis,)
         async with tx.cursor(row_factory=dict_row) as cur:
             await cur.execute(q, params)
@@ -483,7 +494,7 @@ async def _write_deletes(tx: Any, deletes: list[dict[str, Any]], guards: dict[st
 
 
 def _array_types(n: int) -> str:
-    return ", ".join(["%b::varchar[]"] * n)
+    return ", ".join(["%s::varchar[]"] * n)
 
 
 async def _write_creates(
@@ -494,7 +505,7 @@ async def _write_creates(
         cols = [list(c) for c in zip(*[(op.uri, op.cid, op.did, op.json, op.indexed_at, op.rev, op.seq) for op in all_ops])]
         await tx.execute(
             'INSERT INTO record (uri, cid, did, json, "indexedAt", rev, seq) '
-            f"SELECT * FROM unnest({_array_types(6)}, %b::bigint[]) ON CONFLICT DO NOTHING",
+            f"SELECT * FROM unnest({_array_types(6)}, %s::bigint[]) ON CONFLICT DO NOTHING",
             cols,
         )
     profiles = [op for op in all_ops if op.collection == PROFILE]
@@ -544,7 +555,7 @@ async def _write_creates(
     purged = await purged_after_many(tx, [(s, q) for _, s, q in reposts])
     gone = [u for (u, _, _), p in zip(reposts, purged) if p]
     if gone:
-        await tx.execute("DELETE FROM feed_item WHERE uri = ANY(%b)", (gone,))
+        await tx.execute("DELETE FROM feed_item WHERE uri = ANY(%s)", (gone,))
 
 
 async def purged_after_many(tx: Any, pairs: list[tuple[Any, Optional[int]]]) -> list[bool]:
@@ -555,7 +566,7 @@ async def purged_after_many(tx: Any, pairs: list[tuple[Any, Optional[int]]]) -> 
         return out
     uris = [pairs[i][0] for i in idx]
     cur = await tx.execute(
-        "SELECT k.i FROM unnest(%b::int[], %b::varchar[], %b::bigint[], %b::varchar[]) AS k(i, uri, seq, did) "
+        "SELECT k.i FROM unnest(%s::int[], %s::varchar[], %s::bigint[], %s::varchar[]) AS k(i, uri, seq, did) "
         "WHERE EXISTS (SELECT 1 FROM fleet_record_history h WHERE h.uri = k.uri AND h.seq_to > k.seq AND NOT EXISTS "
         "(SELECT 1 FROM fleet_account_deletion a WHERE a.did = k.did AND a.seq = h.seq_to)) "
         "OR EXISTS (SELECT 1 FROM fleet_record_tombstone t WHERE t.uri = k.uri AND t.seq > k.seq)",
@@ -567,7 +578,9 @@ async def purged_after_many(tx: Any, pairs: list[tuple[Any, Optional[int]]]) -> 
 
 
 async def _insert_rows(tx: Any, coll: str, ops: list[Any]) -> dict[str, dict[str, Any]]:
-    """Multi-row ``INSERT ... ON CONFLICT DO NOTHING RETURNING *`` in event order: {uri: row}."""
+    """Multi-row ``INSERT ... ON CONFLICT DO NOTHING`` in event order: {uri: row} of the rows
+    written. Only their uris come back; each row is the one sent (plus the generated
+    ``sortAt``), which is what ``RETURNING *`` would return, without loading it again."""
     t = TABLES[coll]
     rows = [t.row(op) for op in ops]
     values = [list(c) for c in zip(*rows)]
@@ -576,7 +589,7 @@ async def _insert_rows(tx: Any, coll: str, ops: list[Any]) -> dict[str, dict[str
     select = (
         f"SELECT {', '.join(names)} FROM unnest({_array_types(n)}) WITH ORDINALITY AS v({', '.join(names)}, ord) ORDER BY ord"
     )
-    head = f"INSERT INTO {t.name} ({', '.join(t.columns)}) {select} ON CONFLICT DO NOTHING RETURNING *"  # noqa: S608 (constants)
+    head = f"INSERT INTO {t.name} ({', '.join(t.columns)}) {select} ON CONFLICT DO NOTHING RETURNING uri"  # noqa: S608 (constants)
     params: list[Any] = list(values)
     if coll == REPOST:
         # the plugin writes the feed_item in the same statement, whether or not the repost is new
@@ -586,9 +599,16 @@ async def _insert_rows(tx: Any, coll: str, ops: list[Any]) -> dict[str, dict[str
             f"SELECT 'repost', * FROM unnest({_array_types(5)}) ON CONFLICT DO NOTHING) " + head
         )
         params = [list(c) for c in zip(*fi)] + params
-    async with tx.cursor(row_factory=dict_row) as cur:
-        await cur.execute(head, params)
-        return {row["uri"]: row for row in await cur.fetchall()}
+    cur = await tx.execute(head, params)
+    written = {u for (u,) in await cur.fetchall()}
+    keys = t.names
+    out: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        if row[0] in written:
+            d = dict(zip(keys, row))
+            d["sortAt"] = _sort_at(d["indexedAt"], d["createdAt"])
+            out[row[0]] = d
+    return out
 
 
 def _sort_at(indexed_at: str, created: str) -> str:
@@ -604,7 +624,7 @@ async def _find_duplicates(tx: Any, ops: list[Any]) -> dict[str, str]:
     for coll, cops in by_coll.items():
         t = TABLES[coll]
         cur = await tx.execute(
-            "SELECT k.u, x.uri FROM unnest(%b::varchar[], %b::varchar[], %b::varchar[]) AS k(u, c, s) "
+            "SELECT k.u, x.uri FROM unnest(%s::varchar[], %s::varchar[], %s::varchar[]) AS k(u, c, s) "
             f"JOIN LATERAL (SELECT uri FROM {t.name} WHERE creator = k.c AND {t.key_column} = k.s LIMIT 1) x ON true",  # noqa: S608
             ([o.uri for o in cops], [o.did for o in cops], [t.key(o.record) for o in cops]),
         )
@@ -625,7 +645,7 @@ async def _actor_effects(tx: Any, chunk: list[dict[str, Any]], env: Env) -> None
         dids = sorted(latest)  # one lock order for every shard
         await tx.execute(
             'INSERT INTO actor_sync (did, "commitCid", "repoRev") '
-            "SELECT * FROM unnest(%b::varchar[], %b::varchar[], %b::varchar[]) "
+            "SELECT * FROM unnest(%s::varchar[], %s::varchar[], %s::varchar[]) "
             'ON CONFLICT (did) DO UPDATE SET "commitCid" = excluded."commitCid", "repoRev" = excluded."repoRev" '
             'WHERE actor_sync."repoRev" IS NULL OR excluded."repoRev" IS NULL OR actor_sync."repoRev" <= excluded."repoRev"',
             (dids, [latest[d][1] for d in dids], [latest[d][0] for d in dids]),
@@ -633,10 +653,13 @@ async def _actor_effects(tx: Any, chunk: list[dict[str, Any]], env: Env) -> None
     timed = [ev for ev in chunk if isinstance(ev.get("time"), str)]
     if not timed:
         return
+    if env.due is not None and not any(ev["did"] in env.due for ev in timed):
+        return  # no account of the chunk was due, and no actor row changed since: nothing to check
     dids = sorted({ev["did"] for ev in timed})
     rows = await _actor_rows(tx, dids)
     for ev in timed:
         if actors.needs_handle_reindex(rows.get(ev["did"]), ev["time"]):
+            env.due = None  # actor rows change: later chunks read them again
             await actors.index_handle(tx, ev["did"], ev["time"], env.ctx, force=False)
             rows = await _actor_rows(tx, dids)  # it may also have released another actor's handle
 
@@ -645,5 +668,5 @@ async def _actor_rows(tx: Any, dids: list[str]) -> dict[str, dict[str, Any]]:
     async with tx.cursor(row_factory=dict_row) as cur:
         # a join, not ``did = ANY(array)``: a generic plan of that scans the table and compares
         # every row with every element (measured 10 ms for 440 dids against 2,000 actors)
-        await cur.execute('SELECT a.did, a.handle, a."indexedAt" FROM unnest(%b::varchar[]) AS u(did) JOIN actor a ON a.did = u.did', (dids,))
+        await cur.execute('SELECT a.did, a.handle, a."indexedAt" FROM unnest(%s::varchar[]) AS u(did) JOIN actor a ON a.did = u.did', (dids,))
         return {r["did"]: r for r in await cur.fetchall()}

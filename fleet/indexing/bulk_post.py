@@ -78,7 +78,7 @@ async def state(tx: Any, posts: list[dict[str, Any]]) -> dict[str, str]:
     out: dict[str, str] = {}
     uris = [f"at://{e['did']}/{POST}/{e['rkey']}" for e in posts]
     cur = await tx.execute(
-        "SELECT u FROM unnest(%b::varchar[]) AS k(u) WHERE EXISTS (SELECT 1 FROM post p WHERE p.\"replyParent\" = k.u) "
+        "SELECT u FROM unnest(%s::varchar[]) AS k(u) WHERE EXISTS (SELECT 1 FROM post p WHERE p.\"replyParent\" = k.u) "
         'OR EXISTS (SELECT 1 FROM fleet_record_history h WHERE h."replyParent" = k.u)',
         (uris,),
     )
@@ -117,10 +117,10 @@ async def _refs(tx: Any, keys: list[tuple[int, str, Optional[int]]], with_json: 
     hcols = 'h.json, h."invalidReplyRoot"' if with_json else "NULL::text, NULL::boolean"
     params = ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys])
     cur = await tx.execute(
-        f"SELECT k.i, k.uri, {cols}, 0 FROM unnest(%b::int[], %b::varchar[], %b::bigint[]) AS k(i, uri, s) "  # noqa: S608 (constants)
+        f"SELECT k.i, k.uri, {cols}, 0 FROM unnest(%s::int[], %s::varchar[], %s::bigint[]) AS k(i, uri, s) "  # noqa: S608 (constants)
         "JOIN record r ON r.uri = k.uri LEFT JOIN post p ON p.uri = r.uri "
         "WHERE k.s IS NULL OR r.seq IS NULL OR r.seq <= k.s "
-        f"UNION ALL SELECT k.i, k.uri, {hcols}, 1 FROM unnest(%b::int[], %b::varchar[], %b::bigint[]) AS k(i, uri, s) "
+        f"UNION ALL SELECT k.i, k.uri, {hcols}, 1 FROM unnest(%s::int[], %s::varchar[], %s::bigint[]) AS k(i, uri, s) "
         "JOIN fleet_record_history h ON h.uri = k.uri WHERE k.s IS NOT NULL AND coalesce(h.seq_from, 0) <= k.s AND h.seq_to > k.s",
         params + params,
     )
@@ -222,10 +222,10 @@ async def _insert_posts(tx: Any, ops: list[RecordOp], flags: list[tuple[Any, Any
         )  # fmt: skip
         for c, v in zip(cols, row):
             c.append(v)
-    text = ", ".join(["%b::varchar[]"] * 12)
+    text = ", ".join(["%s::varchar[]"] * 12)
     async with tx.cursor(row_factory=dict_row) as cur:
         await cur.execute(
-            "WITH k AS (SELECT * FROM unnest(" + text + ", %b::bool[], %b::bool[], %b::bool[], %b::varchar[], %b::varchar[]) "
+            "WITH k AS (SELECT * FROM unnest(" + text + ", %s::bool[], %s::bool[], %s::bool[], %s::varchar[], %s::varchar[]) "
             "WITH ORDINALITY AS k(uri, cid, creator, text, created, root, rootcid, parent, parentcid, langs, tags, indexed, "
             "inv, vio, emb, sort_at, did, ord)), "
             "fi AS (INSERT INTO feed_item (type, uri, cid, \"postUri\", \"originatorDid\", \"sortAt\") "
@@ -278,7 +278,7 @@ async def _insert_embeds(tx: Any, ops: list[RecordOp]) -> list[list[Any]]:
     for table, rows in tables.items():
         cols = EMBED_COLUMNS[table]
         await tx.execute(
-            f"INSERT INTO {table} ({', '.join(cols)}) SELECT * FROM unnest({', '.join(['%b::varchar[]'] * len(cols))})",  # noqa: S608 (constants)
+            f"INSERT INTO {table} ({', '.join(cols)}) SELECT * FROM unnest({', '.join(['%s::varchar[]'] * len(cols))})",  # noqa: S608 (constants)
             [list(c) for c in zip(*rows)],
         )
     return out
@@ -300,7 +300,7 @@ async def _insert_quotes(tx: Any, ops: list[RecordOp]) -> set[str]:
     subjects = [next((q for q in _quoted(op.record) if collection_of(q[0]) == POST)) for op in ops]
     cur = await tx.execute(
         'INSERT INTO quote (uri, cid, subject, "subjectCid", "createdAt", "indexedAt") '
-        "SELECT * FROM unnest(%b::varchar[], %b::varchar[], %b::varchar[], %b::varchar[], %b::varchar[], %b::varchar[]) "
+        "SELECT * FROM unnest(%s::varchar[], %s::varchar[], %s::varchar[], %s::varchar[], %s::varchar[], %s::varchar[]) "
         "ON CONFLICT DO NOTHING RETURNING uri",
         (
             [op.uri for op in ops], [op.cid for op in ops], [q[0] for q in subjects], [q[1] for q in subjects],
@@ -319,7 +319,7 @@ async def _insert_op_replies(tx: Any, ops: list[RecordOp], replies: list[Optiona
     if rows:
         await tx.execute(
             'INSERT INTO op_thread_reply ("rootUri", "parentUri", uri, "deletedAt") '
-            "SELECT r, p, u, NULL FROM unnest(%b::varchar[], %b::varchar[], %b::varchar[]) AS k(r, p, u) ON CONFLICT DO NOTHING",
+            "SELECT r, p, u, NULL FROM unnest(%s::varchar[], %s::varchar[], %s::varchar[]) AS k(r, p, u) ON CONFLICT DO NOTHING",
             [list(c) for c in zip(*rows)],
         )
 
@@ -331,13 +331,13 @@ async def _ancestors(tx: Any, starts: list[tuple[int, str, Any, Optional[int]]])
     async with tx.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             'WITH RECURSIVE anc(i, s, uri, "ancestorUri", height) AS ('
-            " SELECT k.i, k.s, k.uri, k.parent, 0 FROM unnest(%b::int[], %b::varchar[], %b::varchar[], %b::bigint[]) AS k(i, uri, parent, s)"
+            " SELECT k.i, k.s, k.uri, k.parent, 0 FROM unnest(%s::int[], %s::varchar[], %s::varchar[], %s::bigint[]) AS k(i, uri, parent, s)"
             ' UNION ALL SELECT a.i, a.s, a."ancestorUri", x.parent, a.height + 1 FROM anc a CROSS JOIN LATERAL ('
             '  (SELECT p."replyParent" AS parent FROM post p JOIN record r ON r.uri = p.uri WHERE p.uri = a."ancestorUri"'
             "   AND (a.s IS NULL OR r.seq IS NULL OR r.seq <= a.s)"
             '   UNION ALL SELECT h."replyParent" FROM fleet_record_history h WHERE h.uri = a."ancestorUri"'
             "   AND a.s IS NOT NULL AND coalesce(h.seq_from, 0) <= a.s AND h.seq_to > a.s) LIMIT 1) x"
-            ' WHERE a."ancestorUri" IS NOT NULL AND a.height < %b::int) SELECT i, uri, "ancestorUri", height FROM anc',
+            ' WHERE a."ancestorUri" IS NOT NULL AND a.height < %s::int) SELECT i, uri, "ancestorUri", height FROM anc',
             ([s[0] for s in starts], [s[1] for s in starts], [s[2] for s in starts], [s[3] for s in starts], order.NOTIF_DEPTH),
         )
         rows = await cur.fetchall()

@@ -47,7 +47,7 @@ async def write(tx: Any, creates: list[RecordOp], updates: list[RecordOp], fx: A
     if updates:
         await tx.execute(
             'UPDATE record r SET cid = u.cid, json = u.json, "indexedAt" = u.indexed, rev = u.rev, seq = u.seq '
-            "FROM unnest(%b::varchar[], %b::varchar[], %b::varchar[], %b::varchar[], %b::varchar[], %b::bigint[]) "
+            "FROM unnest(%s::varchar[], %s::varchar[], %s::varchar[], %s::varchar[], %s::varchar[], %s::bigint[]) "
             "AS u(uri, cid, json, indexed, rev, seq) WHERE r.uri = u.uri",
             (
                 [o.uri for o in updates], [o.cid for o in updates], [o.json for o in updates],
@@ -56,7 +56,7 @@ async def write(tx: Any, creates: list[RecordOp], updates: list[RecordOp], fx: A
         )  # fmt: skip
         uris = [o.uri for o in updates]
         cur = await tx.execute(
-            "WITH d AS (DELETE FROM duplicate_record WHERE uri = ANY(%b)) DELETE FROM profile WHERE uri = ANY(%b) RETURNING uri",
+            "WITH d AS (DELETE FROM duplicate_record WHERE uri = ANY(%s)) DELETE FROM profile WHERE uri = ANY(%s) RETURNING uri",
             (uris, uris),
         )
         replaced = {r[0] for r in await cur.fetchall()}
@@ -64,7 +64,7 @@ async def write(tx: Any, creates: list[RecordOp], updates: list[RecordOp], fx: A
         if fresh:
             await tx.execute(
                 'INSERT INTO record (uri, cid, did, json, "indexedAt", rev, seq) SELECT * FROM unnest('
-                "%b::varchar[], %b::varchar[], %b::varchar[], %b::varchar[], %b::varchar[], %b::varchar[], %b::bigint[]) "
+                "%s::varchar[], %s::varchar[], %s::varchar[], %s::varchar[], %s::varchar[], %s::varchar[], %s::bigint[]) "
                 "ON CONFLICT DO NOTHING",
                 (
                     [o.uri for o in fresh], [o.cid for o in fresh], [o.did for o in fresh], [o.json for o in fresh],
@@ -77,7 +77,7 @@ async def write(tx: Any, creates: list[RecordOp], updates: list[RecordOp], fx: A
     values = [list(c) for c in zip(*[_row(o) for o in ops])]
     async with tx.cursor(row_factory=dict_row) as cur:
         await cur.execute(
-            f"INSERT INTO profile ({', '.join(COLUMNS)}) SELECT * FROM unnest({', '.join(['%b::varchar[]'] * len(COLUMNS))}) "  # noqa: S608 (constants)
+            f"INSERT INTO profile ({', '.join(COLUMNS)}) SELECT * FROM unnest({', '.join(['%s::varchar[]'] * len(COLUMNS))}) "  # noqa: S608 (constants)
             "ON CONFLICT DO NOTHING RETURNING *",
             values,
         )

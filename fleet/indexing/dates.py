@@ -23,6 +23,23 @@ _DT = re.compile(
 )
 
 
+# Already in the output's form (``2025-03-02T12:20:21.000Z``, as nearly every record has it):
+# returned as it is when the fields are in range, which is what the full path below gives.
+_CANONICAL = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
+_MONTH_DAYS = (0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+
+
+def _canonical(v: str) -> bool:
+    if len(v) != 24 or not _CANONICAL.fullmatch(v):
+        return False
+    y, mo, d = int(v[0:4]), int(v[5:7]), int(v[8:10])
+    if y < 1000 or not 1 <= mo <= 12 or not 1 <= d <= _MONTH_DAYS[mo]:
+        return False
+    if mo == 2 and d == 29 and not (y % 4 == 0 and (y % 100 != 0 or y % 400 == 0)):
+        return False
+    return int(v[11:13]) <= 23 and int(v[14:16]) <= 59 and int(v[17:19]) <= 59
+
+
 def normalize_datetime_always(value: Any) -> str:
     """``normalizeDatetimeAlways``: a sortable UTC datetime with millisecond precision.
 
@@ -33,6 +50,8 @@ def normalize_datetime_always(value: Any) -> str:
     """
     if not isinstance(value, str) or len(value) > 64:
         return EPOCH
+    if _canonical(value):
+        return value
     m = _DT.match(value)
     if not m:
         return EPOCH

@@ -27,8 +27,9 @@ key                               mode          taken by
                                                 the dids of the uris above, subjects of likes,
                                                 reposts, follows, list items…, mentioned dids
 ``graph:<did>``                   EXCLUSIVE     follow create/delete by ``<did>``
-``graph:<root author>``           SHARED        a reply in another account's thread (the thread
-                                                gate's following rule reads the owner's follows)
+``graph:<root author>``           SHARED        a reply in another account's thread that has a
+                                                thread gate (current, in history, or in the batch):
+                                                its following rule reads the owner's follows
 ``list:<list uri>``               EXCLUSIVE     list item create/delete in that list
 ``list:<list uri>``               SHARED        a reply whose thread gate has a list rule; a
                                                 thread gate write with a list rule
@@ -66,7 +67,12 @@ commit; under READ COMMITTED every statement after the lock wait sees what the o
   write precedes the deletion. Its X on ``acct:<did>`` conflicts with every batch that
   depends on or notifies the account (S), so one of the two sees the other.
 * **Thread-gate graph rules.** Follows and list items of the gate's owner/lists vs replies in
-  the thread (``graph:``/``list:``). The follower rule reads the replier's own follows: same
+  the thread (``graph:``/``list:``). A reply takes ``graph:<owner>`` only when its thread has a
+  gate: it holds S on the root uri, and a gate's writer needs X on it, so once the reply holds
+  its round-1 locks no gate can appear until it commits; the keys read after that round
+  (``read_keys`` runs again) decide, so a gate committed between the first read and the lock
+  is still seen. Without a gate no rule reads the owner's follows: a follow by a thread owner
+  and a reply in its ungated thread never wait for each other (the common case). The follower rule reads the replier's own follows: same
   shard, no lock. A follow or list item indexed after a later reply re-evaluates it
   (``order.graph_changed``): the follow's X on ``graph:<owner>`` / the item's X on
   ``list:<list>`` against the reply's S; a thread gate with a list rule holds S on that list,
@@ -234,8 +240,7 @@ def plan(events: list[dict[str, Any]]) -> Plan:
                         p.reads_uri(u)
                         p.starts.add(u)
                 if isinstance(root, str) and root.startswith("at://") and _did(root) != did:
-                    p.roots[root] = did
-                    p.shared("graph:" + _did(root))
+                    p.roots[root] = did  # graph:<owner> when the thread has a gate (read_keys)
             for q in _quoted(rec):
                 p.reads_uri(q)
             for m in _mentions(rec):
@@ -275,19 +280,24 @@ async def read_keys(conn: Any, p: Plan) -> dict[str, bool]:
             if isinstance(u, str) and u.startswith("at://"):
                 out.setdefault(u, False)
                 out.setdefault("acct:" + _did(u), False)
-    if p.roots:
+    if p.roots or p.gates:
         gate_uris = [f"at://{_did(r)}/{THREADGATE}/{r.rsplit('/', 1)[1]}" for r in p.roots if _coll(r) == POST]
-        gates = [g for g in p.gates.values() if g is not None]
+        gates = [(u, g) for u, g in p.gates.items() if g is not None]
+        gated = set(p.gates)  # gate uris of the batch, deleted ones too
         if gate_uris:
             rows = await _rows(
                 conn,
-                "SELECT json FROM record WHERE uri = ANY(%(u)s) UNION ALL SELECT json FROM fleet_record_history WHERE uri = ANY(%(u)s)",
+                "SELECT uri, json FROM record WHERE uri = ANY(%(u)s) UNION ALL SELECT uri, json FROM fleet_record_history WHERE uri = ANY(%(u)s)",
                 {"u": gate_uris},
             )
             from ..codec.atjson import loads
 
-            gates += [loads(j) for (j,) in rows]
-        for g in gates:
+            gates += [(u, loads(j)) for u, j in rows]
+            gated.update(u for u, _ in rows)
+        for root in p.roots:  # a gated thread: its following rule reads the owner's follows
+            if f"at://{_did(root)}/{THREADGATE}/{root.rsplit('/', 1)[1]}" in gated:
+                out.setdefault("graph:" + _did(root), False)
+        for _, g in gates:
             for rule in (g.get("allow") or []) if isinstance(g, dict) else []:
                 if isinstance(rule, dict) and isinstance(rule.get("list"), str):
                     out.setdefault("list:" + rule["list"], False)

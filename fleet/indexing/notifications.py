@@ -45,7 +45,7 @@ class NotifBuffer:
 
     async def flush(self, tx: Any) -> None:
         if self.deleted:
-            cur = await tx.execute('DELETE FROM notification WHERE "recordUri" = ANY(%b)', (sorted(self.deleted),))
+            cur = await tx.execute('DELETE FROM notification WHERE "recordUri" = ANY(%s)', (sorted(self.deleted),))
             NOTIFS.labels("delete").inc(max(cur.rowcount, 0))
             self.deleted = set()
         pending = await _drop_thread_muted(tx, self.pending)
@@ -55,7 +55,7 @@ class NotifBuffer:
         cols = [[getattr(n, f) for n in pending] for f in ("did", "recordUri", "recordCid", "author", "reason", "reasonSubject", "sortAt")]
         await tx.execute(
             'INSERT INTO notification (did, "recordUri", "recordCid", author, reason, "reasonSubject", "sortAt") '
-            "SELECT * FROM unnest(%b::varchar[], %b::varchar[], %b::varchar[], %b::varchar[], %b::varchar[], %b::varchar[], %b::varchar[])",
+            "SELECT * FROM unnest(%s::varchar[], %s::varchar[], %s::varchar[], %s::varchar[], %s::varchar[], %s::varchar[], %s::varchar[])",
             cols,
         )
         NOTIFS.labels("insert").inc(len(pending))
@@ -70,7 +70,7 @@ async def _drop_thread_muted(tx: Any, notifs: list[Notif]) -> list[Notif]:
     if not row[0]:
         return notifs
     cur = await tx.execute(
-        "SELECT n.i FROM unnest(%b::int[], %b::varchar[], %b::varchar[]) AS n(i, did, subject) "
+        "SELECT n.i FROM unnest(%s::int[], %s::varchar[], %s::varchar[]) AS n(i, did, subject) "
         "JOIN post p ON p.uri = n.subject "
         'JOIN thread_mute m ON m."mutedByDid" = n.did AND m."rootUri" = coalesce(p."replyRoot", p.uri)',
         ([i for i in idx], [notifs[i].did for i in idx], [notifs[i].reasonSubject for i in idx]),

@@ -81,7 +81,7 @@ async def load_guards(tx: Any, uris: list[str]) -> dict[str, Guard]:
     if not uris:
         return out
     cur = await tx.execute(
-        "SELECT u.uri, r.uri IS NOT NULL, r.rev, r.cid, t.rev FROM unnest(%b::varchar[]) AS u(uri) "
+        "SELECT u.uri, r.uri IS NOT NULL, r.rev, r.cid, t.rev FROM unnest(%s::varchar[]) AS u(uri) "
         "LEFT JOIN record r ON r.uri = u.uri LEFT JOIN fleet_record_tombstone t ON t.uri = u.uri",
         (uris,),
     )
