@@ -7,10 +7,12 @@ One run on this machine, with throwaway Redis and PostgreSQL (``fleet.embedded``
 1. The synthetic mix of ``tools/bench_indexing_path.synthetic_events`` (mostly likes, a fifth
    of them on three hot posts; posts with replies and quote embeds; follows, reposts, blocks,
    deletes, profile updates) is XADDed to the shard streams (``shard(did)``), actors seeded.
+   Replies, quotes, reposts and likes name posts at least ``MIN_AGE`` (2,000) events old; the
+   same mix with any post (``min_age=0``) is measured again and reported as its own row.
 2. K indexer processes (``python -m fleet.indexer``, ``SHARDS=k``) start; the rate is measured
    between 10 % and 90 % of the entries acknowledged (sustained, start-up excluded).
 3. The ceiling, in the same run: a plain ``COPY`` of the very rows the indexers wrote into the
-   same (migrated, indexed) tables of a fresh schema, one writer, as events/s.
+   same (migrated, indexed) tables of a fresh schema, one writer, as events/s (best of three).
 4. Peak RSS of each indexer process (VmHWM).
 Statistics: the run grows every table from empty within seconds, so the plans PostgreSQL
 caches for the indexers' prepared statements would be those of near-empty tables (sequential
@@ -54,6 +56,12 @@ from fleet.shard import shard  # noqa: E402
 from tools.bench_indexing_path import _cpu_seconds, copy_ceiling, dids_of, fresh_schema, seed_actors, synthetic_events  # noqa: E402
 
 SCHEMA = "bench_index"
+# Replies, quotes, reposts and likes name posts at least this many events old (0.2 s at the
+# target rate; ``synthetic_events(min_age=)``). A post and a reply to it in two shards'
+# concurrent batches make the reply's batch wait for the post's commit (fleet/indexing/locks.py);
+# on the network a reply within a fraction of a second of its post is rare, in a small
+# synthetic pool it is not. The same mix with min_age 0 is measured too and reported.
+MIN_AGE = 2000
 
 
 def fill_streams(redis_url: str, events: list[dict[str, Any]], shards: int) -> None:
@@ -102,8 +110,12 @@ def _remaining(r: Any, shards: int) -> int:
     return sum(r.xlen(streams.shard_stream(streams.FIREHOSE_LIVE, k, shards)) for k in range(shards))
 
 
-def measure(redis_url: str, database_url: str, n_events: int, shards: int, batch: int = 500) -> dict[str, Any]:
-    events = synthetic_events(n_events, seed=1)
+def measure(redis_url: str, database_url: str, n_events: int, shards: int, batch: int = 500, min_age: int = MIN_AGE,
+            ceiling: bool = True) -> dict[str, Any]:
+    events = synthetic_events(n_events, seed=1, min_age=min_age)
+    with psycopg.connect(database_url, autocommit=True) as c:
+        c.execute("CHECKPOINT")  # the previous measurement's dirty pages are not this one's work
+    syncredis.Redis.from_url(redis_url).flushdb()  # a second measurement starts from empty streams
     fresh_schema(database_url, SCHEMA)
     asyncio.run(_seed(database_url, dids_of(events)))
     fill_streams(redis_url, events, shards)
@@ -168,14 +180,20 @@ def measure(redis_url: str, database_url: str, n_events: int, shards: int, batch
     for key in r.scan_iter(match="*" + streams.DEAD_LETTER_SUFFIX):
         dead += r.xlen(key)
     r.close()
-    fresh_schema(database_url, SCHEMA + "_copy")
-    rows, copy_s = copy_ceiling(database_url, SCHEMA, SCHEMA + "_copy")
+    rows, copy_s = 0, 0.0
+    for _ in range(3 if ceiling else 0):  # the best of three: the ceiling is what PostgreSQL can do
+        fresh_schema(database_url, SCHEMA + "_copy")
+        rows, secs = copy_ceiling(database_url, SCHEMA, SCHEMA + "_copy")
+        copy_s = secs if not copy_s else min(copy_s, secs)
+    with psycopg.connect(database_url, autocommit=True) as c:  # leave nothing for the next measurement to write
+        c.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(SCHEMA + "_copy")))
+        c.execute("CHECKPOINT")
     return {
         "events": total,
         "shards": shards,
         "events_per_s": rate,
         "copy_rows": rows,
-        "copy_events_per_s": total / copy_s,
+        "copy_events_per_s": total / copy_s if copy_s else 0.0,
         "rss_mb": rss,
         "dead_letters": dead,
         "indexer_cpu_us_per_event": cpu_py / (d90 - d10) * 1e6 if t90 is not None and d90 > d10 else 0.0,
@@ -239,6 +257,7 @@ def run(quick: bool = False, events: int | None = None, shards: int = 2, batch: 
         if not stale_stats:
             _fresh_statistics(pg.url)
         m = measure(rs.url, pg.url, n, shards, batch)
+        fresh = measure(rs.url, pg.url, n, shards, batch, min_age=0, ceiling=False)
         loop_rate = runtime_alone(rs.url, pg.url, 20_000 if quick else 100_000)
     finally:
         rs.stop()
@@ -249,6 +268,8 @@ def run(quick: bool = False, events: int | None = None, shards: int = 2, batch: 
     return [
         {"name": f"index events/s ({shards} shards, {n} events, target 10000)", "value": rate, "unit": "events/s",
          "ceiling": ceiling, "ratio": rate / ceiling if ceiling else None},
+        {"name": f"index events/s, fresh subjects (min_age 0: cross-shard waits), {shards} shards", "value": fresh["events_per_s"],
+         "unit": "events/s", "ceiling": ceiling, "ratio": fresh["events_per_s"] / ceiling if ceiling else None},
         {"name": "indexer peak RSS per shard (target < 300)", "value": rss, "unit": "MB", "ceiling": None, "ratio": None},
         {"name": f"indexer CPU per event (batch {batch})", "value": m["indexer_cpu_us_per_event"], "unit": "us", "ceiling": None, "ratio": None},
         {"name": "postgres backend CPU per event", "value": m["postgres_cpu_us_per_event"], "unit": "us", "ceiling": None, "ratio": None},

@@ -18,6 +18,7 @@ network), as on a warm index.
 from __future__ import annotations
 
 import argparse
+import bisect
 import io
 import json
 import os
@@ -65,12 +66,25 @@ def _time(n: int) -> str:
     return f"2025-01-01T{(n // 3600000) % 24:02d}:{(n // 60000) % 60:02d}:{(n // 1000) % 60:02d}.{n % 1000:03d}Z"
 
 
-def synthetic_events(n: int, *, seed: int = 1, accounts: int = 2000, mix: dict[str, float] = MIX) -> list[dict[str, Any]]:
-    """``n`` stream events (create/update/delete) in seq order; see the module docstring."""
+def synthetic_events(
+    n: int, *, seed: int = 1, accounts: int = 2000, mix: dict[str, float] = MIX, min_age: int = 0
+) -> list[dict[str, Any]]:
+    """``n`` stream events (create/update/delete) in seq order; see the module docstring.
+
+    ``min_age``: a reply, quote, repost or like names a post created at least that many events
+    earlier (the seed posts always qualify). 0: any post, even the one created just before."""
     rnd = random.Random(seed)
     kinds, weights = zip(*mix.items())
     posts: list[str] = [f"at://{did_for(a)}/app.bsky.feed.post/{_tid(a)}" for a in range(min(accounts, 50))]
+    born: list[int] = [0] * len(posts)  # index in ``out`` of each post's create
+    seeds = len(posts)
     hot = posts[:3]
+
+    def old_post() -> str:
+        # the posts created at least ``min_age`` events ago: a prefix of ``posts``
+        k = bisect.bisect_right(born, len(out) - min_age) if min_age else len(posts)
+        return posts[rnd.randrange(max(k, seeds))]
+
     out: list[dict[str, Any]] = []
     deletable: list[tuple[str, str, str]] = []  # (did, collection, rkey)
     seq = 1000
@@ -93,12 +107,12 @@ def synthetic_events(n: int, *, seed: int = 1, accounts: int = 2000, mix: dict[s
         rkey = _tid(seq)
         created = _time(seq)
         if kind == "like":
-            subject = rnd.choice(hot) if rnd.random() < 0.2 else rnd.choice(posts)
+            subject = rnd.choice(hot) if rnd.random() < 0.2 else old_post()
             rec = {"$type": "app.bsky.feed.like", "subject": {"uri": subject, "cid": CID2}, "createdAt": created}
             out.append(ev(did, "create", "app.bsky.feed.like", rkey, rec))
             deletable.append((did, "app.bsky.feed.like", rkey))
         elif kind == "repost":
-            rec = {"$type": "app.bsky.feed.repost", "subject": {"uri": rnd.choice(posts), "cid": CID2}, "createdAt": created}
+            rec = {"$type": "app.bsky.feed.repost", "subject": {"uri": old_post(), "cid": CID2}, "createdAt": created}
             out.append(ev(did, "create", "app.bsky.feed.repost", rkey, rec))
             deletable.append((did, "app.bsky.feed.repost", rkey))
         elif kind in ("follow", "block"):
@@ -110,10 +124,11 @@ def synthetic_events(n: int, *, seed: int = 1, accounts: int = 2000, mix: dict[s
             rec: dict[str, Any] = {"$type": "app.bsky.feed.post", "text": f"hello {seq}", "createdAt": created, "langs": ["en"]}
             r = rnd.random()
             if r < 0.33:
-                parent = rnd.choice(posts)
+                parent = old_post()
                 rec["reply"] = {"root": {"uri": parent, "cid": CID1}, "parent": {"uri": parent, "cid": CID1}}
             elif r < 0.58:
-                rec["embed"] = {"$type": "app.bsky.embed.record", "record": {"uri": rnd.choice(posts), "cid": CID1}}
+                rec["embed"] = {"$type": "app.bsky.embed.record", "record": {"uri": old_post(), "cid": CID1}}
+            born.append(len(out))
             out.append(ev(did, "create", "app.bsky.feed.post", rkey, rec))
             posts.append(f"at://{did}/app.bsky.feed.post/{rkey}")
         elif kind == "delete" and deletable:
