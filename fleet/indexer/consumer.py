@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -256,8 +257,9 @@ class ShardConsumer:
             now = time.time()
             for s in self.streams:
                 await ack(self.redis, self.group, s, [e.id for e in applied if e.stream == s])
+            for typ, n in Counter(e.event["type"] for e in applied).items():  # type: ignore[index]
+                m.EVENTS.labels(self.label, typ).inc(n)  # once per type and batch (labels() costs ~1 us)
             for e in applied:
-                m.EVENTS.labels(self.label, e.event["type"]).inc()  # type: ignore[index]
                 if e.stream == self.live:
                     t = _time_of(e.event)  # type: ignore[arg-type]
                     if t is not None:

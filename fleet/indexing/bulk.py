@@ -579,8 +579,9 @@ async def purged_after_many(tx: Any, pairs: list[tuple[Any, Optional[int]]]) -> 
 
 async def _insert_rows(tx: Any, coll: str, ops: list[Any]) -> dict[str, dict[str, Any]]:
     """Multi-row ``INSERT ... ON CONFLICT DO NOTHING`` in event order: {uri: row} of the rows
-    written. Only their uris come back; each row is the one sent (plus the generated
-    ``sortAt``), which is what ``RETURNING *`` would return, without loading it again."""
+    written. Only their uris and generated ``sortAt`` (the database's collation decides
+    ``LEAST``) come back; the rest of each row is the one sent, which is what ``RETURNING *``
+    would return, without loading it again."""
     t = TABLES[coll]
     rows = [t.row(op) for op in ops]
     values = [list(c) for c in zip(*rows)]
@@ -589,7 +590,7 @@ async def _insert_rows(tx: Any, coll: str, ops: list[Any]) -> dict[str, dict[str
     select = (
         f"SELECT {', '.join(names)} FROM unnest({_array_types(n)}) WITH ORDINALITY AS v({', '.join(names)}, ord) ORDER BY ord"
     )
-    head = f"INSERT INTO {t.name} ({', '.join(t.columns)}) {select} ON CONFLICT DO NOTHING RETURNING uri"  # noqa: S608 (constants)
+    head = f'INSERT INTO {t.name} ({", ".join(t.columns)}) {select} ON CONFLICT DO NOTHING RETURNING uri, "sortAt"'  # noqa: S608 (constants)
     params: list[Any] = list(values)
     if coll == REPOST:
         # the plugin writes the feed_item in the same statement, whether or not the repost is new
@@ -600,13 +601,13 @@ async def _insert_rows(tx: Any, coll: str, ops: list[Any]) -> dict[str, dict[str
         )
         params = [list(c) for c in zip(*fi)] + params
     cur = await tx.execute(head, params)
-    written = {u for (u,) in await cur.fetchall()}
+    written = dict(await cur.fetchall())  # uri -> sortAt
     keys = t.names
     out: dict[str, dict[str, Any]] = {}
     for row in rows:
         if row[0] in written:
             d = dict(zip(keys, row))
-            d["sortAt"] = _sort_at(d["indexedAt"], d["createdAt"])
+            d["sortAt"] = written[row[0]]
             out[row[0]] = d
     return out
 
