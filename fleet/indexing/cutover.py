@@ -29,18 +29,19 @@ A replay of an already applied event takes the same path and changes nothing (on
 conditional UPDATE that matches no row). On the bulk path, 'anchor' and 'older' verdicts are not
 bulk actions, so those events (cutover events and replays) go through the per-event path.
 
-Known limit: duplicates (an account's same-subject likes, reposts, follows, blocks, list items)
-are not re-arbitrated on anchor. A backfilled copy written before its group's earlier firehose
-members becomes the original (and those members its duplicates); the firehose makes the
-earliest one the original. Counts are right, but ``duplicate_record`` rows and which member's
-notification exists can differ from firehose-only (edge corpus, --mode both).
+5. **Duplicates.** Which member of a duplicate group (an account's same-subject likes, reposts,
+   follows, blocks, list items, list blocks, verifications) is the original is decided as
+   firehose order decides it (``duplicates.py``): a backfilled member counts as created after
+   the events applied so far until its anchor gives it its place (rule 3 there), a firehose
+   create made before a backfilled holder takes the row, and a delete promotes only a
+   duplicate that existed at it.
 """
 
 from __future__ import annotations
 
 from typing import Any, Optional
 
-from . import order
+from . import duplicates, order
 from ..codec.atjson import dumps
 from .plugin import Plugin
 
@@ -87,6 +88,7 @@ async def anchor(tx: Any, plugin: Plugin, ev: dict[str, Any], fx: Any) -> bool:
                 (seq, uri),
             )
         versions = [(uri, s) for s in closed]
+    await duplicates.anchored(tx, plugin, uri, ev, fx)  # rule 5: which member is the original
     await reevaluate_anchored(tx, ev["collection"], uri, old_seq, seq, fx, versions)
     return True
 
