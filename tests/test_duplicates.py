@@ -264,3 +264,40 @@ def test_duplicate_groups_end_in_the_firehose_only_state_in_any_interleaving_wit
         bulk = (seed + len(name)) % 2 == 0
         got = run(database_url, "both", batches, bulk)
         assert got == expected, f"{name} (bulk={bulk}):\n" + differences(expected, got)
+
+
+# ---------------------------------------------------------------- updated records (cutover.py rule 6)
+
+
+def moved(ev_: dict[str, Any], subject_did: str) -> dict[str, Any]:
+    """``ev_`` as an update of its record to a subject of ``subject_did`` (another cid)."""
+    e = dict(ev_, type="update", cid=CID1)
+    if ev_["collection"] == FOLLOW:
+        e["record"] = dict(ev_["record"], subject=subject_did)
+    else:
+        e["record"] = dict(ev_["record"], subject={"uri": f"at://{subject_did}/{POST}/3other", "cid": CID1})
+    return e
+
+
+@pytest.mark.parametrize("bulk", [False, True], ids=["per-event", "bulk"])
+def test_a_record_updated_to_another_subject_keeps_the_notification_of_its_first_version(database_url, bulk):
+    """Firehose: a like and a follow created (notifications to AUTHOR), then updated to another
+    subject (the official update keeps the first notifications and adds none); a like created
+    as a duplicate, then updated to a free subject (it gets its row and its notification then).
+    The backfill holds the updated versions: written first, before the creates or between."""
+    a, other = did_for(904), did_for(905)
+    l0 = event("create", a, LIKE, "3l0", 10)
+    lk, fw, dup = event("create", a, LIKE, "3lk", 11), event("create", a, FOLLOW, "3fw", 12), event("create", a, LIKE, "3dup", 13)
+    lk["record"] = dict(lk["record"], subject={"uri": f"at://{AUTHOR}/{POST}/3second", "cid": CID1})  # not l0's subject
+    updates = [dict(moved(lk, other), seq=20, rev=rev(20), time=time_of(20)),
+               dict(moved(fw, other), seq=21, rev=rev(21), time=time_of(21)),
+               dict(moved(dup, did_for(906)), seq=22, rev=rev(22), time=time_of(22))]  # fmt: skip
+    live = [l0, lk, fw, dup] + updates
+    backfill = [dict(e, type="create", seq=SEQ_BACKFILL, rev=rev(22), time=CLOCK) for e in [l0] + updates]
+    expected = run(database_url, "firehose_only", [[e] for e in live], bulk)
+    assert {r["recordUri"].rsplit("/", 1)[1]: r["did"] for r in rows(expected, "notification")} == {
+        "3l0": AUTHOR, "3lk": AUTHOR, "3fw": AUTHOR, "3dup": did_for(906)}
+    for batches in ([backfill] + [[e] for e in live], [[l0], backfill] + [[e] for e in live[1:]],
+                    [[l0, lk], backfill, [fw, dup]] + [[e] for e in updates]):  # fmt: skip
+        got = run(database_url, "both", batches, bulk)
+        assert got == expected, differences(expected, got)

@@ -100,7 +100,8 @@ def _newer(a: Optional[str], b: Optional[str]) -> bool:
 def decide(ev: dict[str, Any], g: Guard) -> str:
     """'create' | 'update' | 'delete' | 'skip' | 'bump' (same content, newer rev) | 'anchor'
     (a firehose event of the stored version, not newer: ``cutover.anchor``) | 'older' (a
-    firehose event of an older version of a post or gate: ``cutover.older_version``).
+    firehose event of an older version of a post or gate, or the create of an older version
+    of another record: ``cutover.older_version``).
 
     'anchor' and 'older' may turn out to be replays (then nothing is written, 'skip' is
     returned by ``apply_record_event``); the bulk path sends them to the per-event path."""
@@ -154,7 +155,7 @@ async def apply_record_event(tx: Any, plugin: Plugin, ev: dict[str, Any], g: Gua
     if action == "anchor":
         return action if await cutover.anchor(tx, plugin, ev, fx) else "skip"
     if action == "older":
-        return action if await cutover.older_version(tx, ev) else "skip"
+        return action if await cutover.older_version(tx, plugin, ev, fx) else "skip"
     uri = f"at://{ev['did']}/{ev['collection']}/{ev['rkey']}"
     if action == "delete":
         await delete_record(tx, plugin, uri, ev, fx)
