@@ -98,14 +98,14 @@ def _op(rec: dict[str, Any]) -> RecordOp:
     )
 
 
-async def after_duplicate(tx: Any, plugin: Plugin, op: RecordOp, fx: Any) -> bool:
-    """Rules 1 and 2, after ``op`` was written as a duplicate: True when it took the row.
-
-    The holder is read again (the bulk path calls this after a chunk's creates, when an earlier
-    create of the chunk may have taken the row already)."""
+async def after_duplicate(tx: Any, plugin: Plugin, op: RecordOp, fx: Any, holder: Optional[str] = None) -> bool:
+    """Rules 1 and 2, after ``op`` was written as a duplicate of ``holder``: True when it took
+    the row. Without ``holder`` it is looked up (the bulk path calls this after a chunk's
+    creates, when an earlier create of the chunk may have taken the row already)."""
     if not arbitrated(plugin) or op.seq is None:
         return False
-    holder = await plugin.find_duplicate(tx, op)
+    if holder is None:
+        holder = await plugin.find_duplicate(tx, op)
     if holder is None or holder == op.uri:
         return False
     h = await _record(tx, holder)

@@ -198,7 +198,7 @@ async def insert_record(tx: Any, plugin: Plugin, op: RecordOp, fx: Effects) -> N
             'INSERT INTO duplicate_record (uri, cid, "duplicateOf", "indexedAt") VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING',
             (op.uri, op.cid, found, op.indexed_at),
         )
-        await duplicates.after_duplicate(tx, plugin, op, fx)  # the cutover: created before its holder?
+        await duplicates.after_duplicate(tx, plugin, op, fx, found)  # the cutover: created before its holder?
 
 
 async def update_record(tx: Any, plugin: Plugin, op: RecordOp, fx: Effects) -> None:
