@@ -60,12 +60,12 @@ from typing import Any, Awaitable, Callable, Optional
 from prometheus_client import Counter as Metric
 from psycopg.rows import dict_row
 
-from . import actors, bulk_post, bulk_profile, order
+from . import actors, bulk_post, bulk_profile, duplicates, order
 from .dates import normalize_datetime
 from .plugin import InvalidRecord, Plugin
 from .plugins._helpers import normalize_datetime_always
 from .plugins.like import subject_fields
-from .processor import Effects, Guard, decide, make_op
+from .processor import Effects, Guard, apply_record_event, decide, make_op
 
 BULK_EVENTS = Metric("rsky_indexing_bulk_events_total", "record events applied by the bulk fast path", ["action"])
 BULK_CHUNKS = Metric("rsky_indexing_bulk_chunks_total", "chunks written by the bulk fast path")
@@ -443,10 +443,17 @@ async def _apply_chunk(
         deletes = [e for e in deletes if uri_of(e) not in created]
     if deletes:
         await _write_deletes(tx, deletes, guards, fx, env)
+    took: set[str] = set()
     if creates or updates:
-        await _write_creates(tx, creates, guards, fx, env, updates)
+        took = await _write_creates(tx, creates, guards, fx, env, updates)
+    # a pair's create that took its key's row now has duplicates: its delete promotes one
+    single = [e for e in late if uri_of(e) in took]
+    late = [e for e in late if uri_of(e) not in took]
     if late:
         await _write_deletes(tx, late, guards, fx, env)
+    for e in single:
+        u = uri_of(e) or ""
+        env.tally[await apply_record_event(tx, env.plugins[e["collection"]], e, guards.setdefault(u, Guard()), fx)] += 1
     if env.actor_effects:
         await _actor_effects(tx, chunk, env)
 
@@ -499,7 +506,9 @@ def _array_types(n: int) -> str:
 
 async def _write_creates(
     tx: Any, creates: list[tuple[dict[str, Any], Any]], guards: dict[str, Guard], fx: Effects, env: Env, updates: list[Any]
-) -> None:
+) -> set[str]:
+    """Write the chunk's creates; returns the uris that took their key's row from a holder
+    written after them (``duplicates``)."""
     all_ops = [op for _, op in creates]
     if all_ops:
         cols = [list(c) for c in zip(*[(op.uri, op.cid, op.did, op.json, op.indexed_at, op.rev, op.seq) for op in all_ops])]
@@ -531,14 +540,16 @@ async def _write_creates(
         inserted.update(await _insert_rows(tx, coll, cops))
     missed = [op for op in ops if op.uri not in inserted]
     dupes = await _find_duplicates(tx, missed) if missed else {}
+    contested: list[Any] = []
     if dupes:
-        d_ops = [op for op in missed if dupes.get(op.uri) not in (None, op.uri)]
+        d_ops = [op for op in missed if dupes.get(op.uri, (None,))[0] not in (None, op.uri)]
         if d_ops:
             await tx.execute(
                 'INSERT INTO duplicate_record (uri, cid, "duplicateOf", "indexedAt") '
                 f"SELECT * FROM unnest({_array_types(4)}) ON CONFLICT DO NOTHING",
-                ([o.uri for o in d_ops], [o.cid for o in d_ops], [dupes[o.uri] for o in d_ops], [o.indexed_at for o in d_ops]),
+                ([o.uri for o in d_ops], [o.cid for o in d_ops], [dupes[o.uri][0] for o in d_ops], [o.indexed_at for o in d_ops]),
             )
+        contested = [op for op in d_ops if duplicates.contested(op.seq, op.rev, *dupes[op.uri][1:])]
     for op in ops:
         g = guards.setdefault(op.uri, Guard())
         g.exists, g.rev, g.cid = True, op.rev, op.cid
@@ -556,6 +567,14 @@ async def _write_creates(
     gone = [u for (u, _, _), p in zip(reposts, purged) if p]
     if gone:
         await tx.execute("DELETE FROM feed_item WHERE uri = ANY(%s)", (gone,))
+    # the cutover (``duplicates`` rules 1 and 2), once the chunk's rows and notifications are
+    # written: a create made before its key's holder takes the row, in event order (an earlier
+    # one of the chunk may take it first)
+    took: set[str] = set()
+    for op in contested:
+        if await duplicates.after_duplicate(tx, env.plugins[op.collection], op, fx):
+            took.add(op.uri)
+    return took
 
 
 async def purged_after_many(tx: Any, pairs: list[tuple[Any, Optional[int]]]) -> list[bool]:
@@ -616,20 +635,22 @@ def _sort_at(indexed_at: str, created: str) -> str:
     return indexed_at if indexed_at < created else created
 
 
-async def _find_duplicates(tx: Any, ops: list[Any]) -> dict[str, str]:
-    """For creates not inserted: the uri of the row holding their duplicate key (plugin ``find_duplicate``)."""
-    out: dict[str, str] = {}
+async def _find_duplicates(tx: Any, ops: list[Any]) -> dict[str, tuple[str, Optional[int], Optional[str]]]:
+    """For creates not inserted: the uri of the row holding their duplicate key (plugin
+    ``find_duplicate``), with its record's seq and rev."""
+    out: dict[str, tuple[str, Optional[int], Optional[str]]] = {}
     by_coll: dict[str, list[Any]] = {}
     for op in ops:
         by_coll.setdefault(op.collection, []).append(op)
     for coll, cops in by_coll.items():
         t = TABLES[coll]
         cur = await tx.execute(
-            "SELECT k.u, x.uri FROM unnest(%s::varchar[], %s::varchar[], %s::varchar[]) AS k(u, c, s) "
-            f"JOIN LATERAL (SELECT uri FROM {t.name} WHERE creator = k.c AND {t.key_column} = k.s LIMIT 1) x ON true",  # noqa: S608
+            "SELECT k.u, x.uri, r.seq, r.rev FROM unnest(%s::varchar[], %s::varchar[], %s::varchar[]) AS k(u, c, s) "
+            f"JOIN LATERAL (SELECT uri FROM {t.name} WHERE creator = k.c AND {t.key_column} = k.s LIMIT 1) x ON true "  # noqa: S608
+            "LEFT JOIN record r ON r.uri = x.uri",
             ([o.uri for o in cops], [o.did for o in cops], [t.key(o.record) for o in cops]),
         )
-        out.update({u: found for u, found in await cur.fetchall()})
+        out.update({u: (found, h_seq, h_rev) for u, found, h_seq, h_rev in await cur.fetchall()})
     return out
 
 

@@ -29,20 +29,31 @@ A replay of an already applied event takes the same path and changes nothing (on
 conditional UPDATE that matches no row). On the bulk path, 'anchor' and 'older' verdicts are not
 bulk actions, so those events (cutover events and replays) go through the per-event path.
 
-Known limit: duplicates (an account's same-subject likes, reposts, follows, blocks, list items)
-are not re-arbitrated on anchor. A backfilled copy written before its group's earlier firehose
-members becomes the original (and those members its duplicates); the firehose makes the
-earliest one the original. Counts are right, but ``duplicate_record`` rows and which member's
-notification exists can differ from firehose-only (edge corpus, --mode both).
+5. **Duplicates.** Which member of a duplicate group (an account's same-subject likes, reposts,
+   follows, blocks, list items, list blocks, verifications) is the original is decided as
+   firehose order decides it (``duplicates.py``): a backfilled member counts as created after
+   the events applied so far until its anchor gives it its place (rule 3 there), a firehose
+   create made before a backfilled holder takes the row, and a delete promotes only a
+   duplicate that existed at it.
+6. **Notifications of an updated record** (other than posts and gates, whose versions rule 3
+   keeps): the official update of a like, repost or follow keeps the notifications of the
+   version that was first inserted and adds none. So when the firehose's create of an earlier
+   version reaches a backfilled record still at seq 0, the record's notifications become those
+   that create writes (``_first_version_notifs``); when that version would have been a
+   duplicate, the later version's stay. (Not reproduced: notifications the official writes on
+   the update itself, e.g. a verification's ``unverified``, and an intermediate version that
+   was the first to get a row.)
 """
 
 from __future__ import annotations
 
 from typing import Any, Optional
 
-from . import order
+import psycopg
+
+from . import duplicates, order
 from ..codec.atjson import dumps
-from .plugin import Plugin
+from .plugin import InvalidRecord, Plugin, RecordOp
 
 FOLLOW = "app.bsky.graph.follow"
 LIST_ITEM = "app.bsky.graph.listitem"
@@ -51,13 +62,14 @@ OPEN = 0  # seq_to of a history version ended by a backfilled version (seq not k
 
 def wants_anchor(ev: dict[str, Any], cid: Optional[str]) -> Optional[str]:
     """For a create/update the rev guard refuses (not newer than the stored record): 'anchor'
-    when it carries the stored cid, 'older' for another version of a post or gate, else None
-    (a plain skip). Only firehose events (a real seq) anchor."""
+    when it carries the stored cid, 'older' for another version of a post or gate or the
+    create of another version of any other record, else None (a plain skip). Only firehose
+    events (a real seq) anchor."""
     if ev.get("type") not in ("create", "update") or (order.event_seq(ev.get("seq")) or 0) <= 0:
         return None
     if ev.get("cid") == cid:
         return "anchor"
-    if ev.get("collection") in order.HISTORY_COLLECTIONS:
+    if ev.get("collection") in order.HISTORY_COLLECTIONS or ev.get("type") == "create":
         return "older"
     return None
 
@@ -87,20 +99,23 @@ async def anchor(tx: Any, plugin: Plugin, ev: dict[str, Any], fx: Any) -> bool:
                 (seq, uri),
             )
         versions = [(uri, s) for s in closed]
+    await duplicates.anchored(tx, plugin, uri, ev, fx)  # rule 5: which member is the original
     await reevaluate_anchored(tx, ev["collection"], uri, old_seq, seq, fx, versions)
     return True
 
 
-async def older_version(tx: Any, ev: dict[str, Any]) -> bool:
+async def older_version(tx: Any, plugin: Plugin, ev: dict[str, Any], fx: Any) -> bool:
     """Rule 3: keep a skipped older version of a backfilled post or gate as ``[seq, OPEN)``,
-    closing the previous one at this seq; False when the stored record is not backfilled
-    (a replay of an old event: nothing to keep)."""
+    closing the previous one at this seq (rule 6 for other records); False when the stored
+    record is not backfilled (a replay of an old event: nothing to keep)."""
     uri = f"at://{ev['did']}/{ev['collection']}/{ev['rkey']}"
     seq = ev["seq"]
     cur = await tx.execute("SELECT seq FROM record WHERE uri = %s", (uri,))
     row = await cur.fetchone()
     if row is None or row[0] != 0:
         return False
+    if ev["collection"] not in order.HISTORY_COLLECTIONS:
+        return await _first_version_notifs(tx, plugin, uri, ev, fx)
     await _close_open_versions(tx, uri, seq)
     rec = ev.get("record")
     reply = rec.get("reply") if isinstance(rec, dict) and isinstance(rec.get("reply"), dict) else {}
@@ -110,6 +125,42 @@ async def older_version(tx: Any, ev: dict[str, Any]) -> bool:
         "VALUES (%s, %s, %s, %s, false, %s) ON CONFLICT (uri, seq_to) DO NOTHING",
         (uri, seq, OPEN, dumps(rec), parent if isinstance(parent, str) else None),
     )
+    return True
+
+
+async def _first_version_notifs(tx: Any, plugin: Plugin, uri: str, ev: dict[str, Any], fx: Any) -> bool:
+    """Rule 6: the firehose's create of an earlier version of a backfilled record. The official
+    update keeps a like's, repost's or follow's notifications (``notifs_for_delete`` with a
+    replacement deletes and adds none), so the record's notifications are those of the first
+    version that got a row: this one, when its insert would have written one. Its row is
+    computed by the plugin's own insert inside a savepoint that is rolled back (the stored
+    version's row removed first: same uri); its aggregate rows are written with a delta of 0
+    (the official recounts created them); nothing else changes."""
+    rec = ev.get("record")
+    if not isinstance(rec, dict):
+        return False
+    try:
+        plugin.validate(rec)
+    except InvalidRecord:
+        return False  # never indexed: the version that got a row is a later one
+    did, coll, rkey = ev["did"], ev["collection"], ev["rkey"]
+    if not isinstance(ev.get("time"), str):
+        return False
+    op = RecordOp(uri, did, coll, rkey, ev["cid"], rec, dumps(rec), ev["time"], ev.get("rev"), ev["seq"])
+    inserted = None
+    try:
+        async with tx.transaction():  # a savepoint, always rolled back
+            await plugin.delete(tx, uri)
+            inserted = await plugin.insert(tx, op)
+            raise psycopg.Rollback()
+    except InvalidRecord:
+        return False
+    if inserted is None:  # it would have been a duplicate: a later version got the row
+        return False
+    fx.notifs.delete_for([uri])
+    fx.notifs.add(order.stamp(plugin.notifs_for_insert(inserted), op.seq))
+    # its counts came and went (its update moved them): the official recount left their rows
+    fx.aggs.extend(plugin.aggregates(inserted, 1) + plugin.aggregates(inserted, -1))
     return True
 
 

@@ -64,3 +64,6 @@ class Plugin:
     notifs_for_delete: Callable[[Row, Optional[Row]], tuple[list[Notif], list[str]]] = lambda d, r: ([], [])
     aggregates: Callable[[Row, int], list[AggDelta]] = lambda row, sign: []  # sign +1 insert, -1 delete
     promote_duplicate_on_delete: bool = True
+    # the row leaves the collection table to become a duplicate (``duplicates.install``): by
+    # default ``delete``; a repost keeps its ``feed_item``, as a duplicate repost has one
+    demote: Optional[Callable[[Any, str], Awaitable[Optional[Row]]]] = None

@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from . import cutover, order
+from . import cutover, duplicates, order
 from .aggregates import AggBuffer
 from ..codec.atjson import dumps, loads
 from .notifications import NotifBuffer
@@ -100,7 +100,8 @@ def _newer(a: Optional[str], b: Optional[str]) -> bool:
 def decide(ev: dict[str, Any], g: Guard) -> str:
     """'create' | 'update' | 'delete' | 'skip' | 'bump' (same content, newer rev) | 'anchor'
     (a firehose event of the stored version, not newer: ``cutover.anchor``) | 'older' (a
-    firehose event of an older version of a post or gate: ``cutover.older_version``).
+    firehose event of an older version of a post or gate, or the create of an older version
+    of another record: ``cutover.older_version``).
 
     'anchor' and 'older' may turn out to be replays (then nothing is written, 'skip' is
     returned by ``apply_record_event``); the bulk path sends them to the per-event path."""
@@ -154,7 +155,7 @@ async def apply_record_event(tx: Any, plugin: Plugin, ev: dict[str, Any], g: Gua
     if action == "anchor":
         return action if await cutover.anchor(tx, plugin, ev, fx) else "skip"
     if action == "older":
-        return action if await cutover.older_version(tx, ev) else "skip"
+        return action if await cutover.older_version(tx, plugin, ev, fx) else "skip"
     uri = f"at://{ev['did']}/{ev['collection']}/{ev['rkey']}"
     if action == "delete":
         await delete_record(tx, plugin, uri, ev, fx)
@@ -197,6 +198,7 @@ async def insert_record(tx: Any, plugin: Plugin, op: RecordOp, fx: Effects) -> N
             'INSERT INTO duplicate_record (uri, cid, "duplicateOf", "indexedAt") VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING',
             (op.uri, op.cid, found, op.indexed_at),
         )
+        await duplicates.after_duplicate(tx, plugin, op, fx, found)  # the cutover: created before its holder?
 
 
 async def update_record(tx: Any, plugin: Plugin, op: RecordOp, fx: Effects) -> None:
@@ -259,16 +261,19 @@ async def delete_record(tx: Any, plugin: Plugin, uri: str, ev: dict[str, Any] | 
     if not plugin.promote_duplicate_on_delete:
         _notifs(plugin, fx, deleted, None)
         return
-    cur = await tx.execute(
-        'SELECT r.uri, r.cid, r.did, r.json, r."indexedAt", r.rev, r.seq FROM duplicate_record d '
-        'JOIN record r ON r.uri = d.uri WHERE d."duplicateOf" = %s ORDER BY d."indexedAt" ASC LIMIT 1',
-        (uri,),
-    )
-    found = await cur.fetchone()
+    # the oldest duplicate by indexedAt (the official order); at the cutover, of those that
+    # existed at this delete (``duplicates`` rule 4)
+    found = await duplicates.promotion_candidate(tx, uri, seq, rev)
     if found is None:
         _notifs(plugin, fx, deleted, None)
         return
-    f_uri, f_cid, f_did, f_json, f_indexed, f_rev, f_seq = found
+    if found["later"] and duplicates.arbitrated(plugin):  # only backfilled ones whose creates are still to come
+        _notifs(plugin, fx, deleted, None)
+        await duplicates.install(tx, plugin, found["uri"], fx, dups_of=uri)
+        return
+    f_uri, f_cid, f_did, f_json, f_indexed, f_rev, f_seq = (
+        found["uri"], found["cid"], found["did"], found["json"], found["indexedAt"], found["rev"], found["seq"]
+    )
     record = loads(f_json)
     try:
         plugin.validate(record)

@@ -43,6 +43,11 @@ async def delete(tx: Any, uri: str) -> Optional[Row]:
     )
 
 
+async def demote(tx: Any, uri: str) -> Optional[Row]:
+    """The repost row only: a duplicate repost keeps its feed item (``insert`` writes one for any create)."""
+    return await one(tx, "DELETE FROM repost WHERE uri = %s RETURNING *", (uri,))
+
+
 def notifs_for_delete(deleted: Row, replaced_by: Optional[Row]) -> tuple[list[Notif], list[str]]:
     return [], ([] if replaced_by else [deleted["uri"]])
 
@@ -60,4 +65,5 @@ PLUGIN = Plugin(
     notifs_for_insert=notifs_for_insert,
     notifs_for_delete=notifs_for_delete,
     aggregates=aggregates,
+    demote=demote,
 )
