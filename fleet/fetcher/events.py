@@ -87,14 +87,17 @@ def create_event_chunks(
     append = out.append
 
     # Explicit stack (a hostile repo cannot exhaust the Python stack; depth is capped). Items:
-    # (node CID, depth >= 0) to expand, or (key bytes, value CID) -- depth slot < 0 -- to emit.
+    # (node CID, depth: int) to expand, or (key bytes, value CID: bytes) to emit.
     stack: list[tuple[Any, Any]] = [(root, 0)]
     pop = stack.pop
-    pending: list[tuple[bytes, bytes]] = []  # entries to emit now, in order
+    pending: list[tuple[bytes, bytes]] = []  # entries to emit now, in key order
+    pend = pending.append
+    coll_slash = b"\x00"  # the last collection seen + "/" (keys come sorted: runs of one collection)
+    prefix = b""
     while stack:
         item, depth = pop()
         if depth.__class__ is bytes:  # an entry pushed behind a subtree
-            pending.append((item, depth))
+            pend((item, depth))
         else:
             if depth > MAX_MST_DEPTH:
                 raise RepoError("bad_mst", "tree too deep")
@@ -107,12 +110,10 @@ def create_event_chunks(
                 entries = node["e"]
             except Exception as e:
                 raise RepoError("bad_mst", f"node {cid_to_str(item)}: {e}") from None
-            # This node's in-order sequence: entries before its first subtree are emitted at
-            # once, the rest is pushed reversed behind that subtree.
-            seq: list[tuple[Any, Any]] = []
+            # This node's in-order sequence: the entries before its first subtree go straight to
+            # ``pending``; from the first subtree on, the sequence is pushed reversed (``rest``).
             down = depth + 1
-            if left is not None:
-                seq.append((left, down))
+            rest: list[tuple[Any, Any]] | None = None if left is None else [(left, down)]
             prev = b""
             try:
                 for e in entries:
@@ -124,51 +125,60 @@ def create_event_chunks(
                     if not key.isascii():
                         key.decode("utf-8")
                     prev = key
-                    seq.append((key, val))
-                    if right is not None:
-                        seq.append((right, down))
+                    if rest is None:
+                        pend((key, val))
+                        if right is not None:
+                            rest = [(right, down)]
+                    else:
+                        rest.append((key, val))
+                        if right is not None:
+                            rest.append((right, down))
             except UnicodeDecodeError:
                 raise RepoError("bad_mst", "key is not UTF-8") from None
             except Exception as ex:
                 raise RepoError("bad_mst", f"entry in {cid_to_str(item)}: {ex}") from None
-            first_subtree = next((i for i, (_k, d) in enumerate(seq) if d.__class__ is int), len(seq))
-            if first_subtree:
-                pending.extend(seq[:first_subtree])
-            if first_subtree < len(seq):
-                rest = seq[first_subtree:]
+            if rest is not None:
                 rest.reverse()
                 stack.extend(rest)
         for key, cid in pending:
-            collection, sep, rkey = key.partition(b"/")
-            if not sep or not rkey:
-                append(RepoError("bad_key", key.decode()[:200]))
+            if key.startswith(coll_slash):
+                rkey = key[len(coll_slash) :]
             else:
+                collection, sep, rkey = key.partition(b"/")
+                if not sep or not rkey:
+                    append(RepoError("bad_key", key.decode()[:200]))
+                    continue
+                coll_slash = collection + b"/"
                 prefix = prefixes.get(collection)
                 if prefix is None:
                     coll = collection.decode()
                     keep_it = keep is None or keep(coll)
                     prefix = (head_b + b',"collection":' + dumps(coll).encode() + b',"rkey":') if keep_it else b""
                     prefixes[collection] = prefix
-                if prefix:
-                    raw = get(cid)
-                    if raw is None:
-                        append(RepoError("missing_block", key.decode()[:200]))
-                    else:
-                        try:  # what atjson.decode_record and cbrrr.decode_dag_cbor check, inline
-                            obj, n = decode_record(raw, CID, True)
-                            if n != len(raw):
-                                raise ValueError("did not parse to end of buffer")
-                            if obj.__class__ is not dict:
-                                raise ValueError("record is not a map")
-                            record = dump(obj)
-                            cid_s = encode_cid(cid).encode()
-                        except Exception as e:  # cbrrr: CbrrrDecodeError, ValueError, EOFError...; ujson: OverflowError
-                            append(RepoError("bad_record", f"{key.decode()[:200]}: {str(e) or type(e).__name__}"))
-                        else:
-                            if rkey.isalnum():  # bytes.isalnum: ASCII letters and digits only
-                                append(join((prefix, b'"', rkey, b'","cid":"', cid_s, b'","record":', record, b"}")))
-                            else:
-                                append(join((prefix, dumps(rkey.decode()).encode(), b',"cid":"', cid_s, b'","record":', record, b"}")))
+            if not rkey:
+                append(RepoError("bad_key", key.decode()[:200]))
+                continue
+            if not prefix:
+                continue
+            raw = get(cid)
+            if raw is None:
+                append(RepoError("missing_block", key.decode()[:200]))
+                continue
+            try:  # what atjson.decode_record and cbrrr.decode_dag_cbor check, inline
+                obj, n = decode_record(raw, CID, True)
+                if n != len(raw):
+                    raise ValueError("did not parse to end of buffer")
+                if obj.__class__ is not dict:
+                    raise ValueError("record is not a map")
+                record = dump(obj)
+                cid_s = encode_cid(cid).encode()
+            except Exception as e:  # cbrrr: CbrrrDecodeError, ValueError, EOFError...; ujson: OverflowError
+                append(RepoError("bad_record", f"{key.decode()[:200]}: {str(e) or type(e).__name__}"))
+                continue
+            if rkey.isalnum():  # bytes.isalnum: ASCII letters and digits only
+                append(join((prefix, b'"', rkey, b'","cid":"', cid_s, b'","record":', record, b"}")))
+            else:
+                append(join((prefix, dumps(rkey.decode()).encode(), b',"cid":"', cid_s, b'","record":', record, b"}")))
         pending.clear()
         while len(out) >= size:
             yield out[:size]

@@ -64,6 +64,9 @@ from fleet.identity import DidError, DidResolver, pds_endpoint, signing_key
 from fleet.shard import shard
 
 from .events import CHUNK, create_event_chunks, event_head, repo_event_text
+
+PIECE = CHUNK // 5  # records built between two turns of the event loop
+INLINE_PARSE_BYTES = 64 * 1024  # smaller CARs are parsed on the loop (~1 ms at most), larger ones in a thread
 from .getrepo import FetchFailed, RateLimited, RepoGone, get_repo
 from .repo import RepoError, open_repo
 from .verify import KeyError_, SignatureError, public_key, verify_commit
@@ -160,6 +163,7 @@ class Fetcher:
         self.out_streams = [streams.shard_stream(streams.FIREHOSE_BACKFILL, k, ctx.shard_count) for k in range(max(1, ctx.shard_count))]
         self.counts = {"done": 0, "gone": 0, "failed": 0, "records": 0, "retries": 0}
         self._paused_until_below = False
+        self.lengths: dict[str, int] = {}  # output stream -> its length when last seen
 
     # ---- the loop ------------------------------------------------------------------------
     async def run(self) -> None:
@@ -218,6 +222,7 @@ class Fetcher:
 
     async def _outputs_full(self) -> bool:
         lengths = await _xlens(self.r, self.out_streams)
+        self.lengths.update(zip(self.out_streams, lengths))
         limit = self.hwm * 3 // 4 if self._paused_until_below else self.hwm
         full = max(lengths, default=0) > limit
         if full != self._paused_until_below:
@@ -319,7 +324,10 @@ class Fetcher:
         car = await self._download(pds, did)
         t1 = time.perf_counter()
         try:
-            commit, blocks = await asyncio.to_thread(open_repo, car, did)
+            if len(car) <= INLINE_PARSE_BYTES:  # a thread hand-off costs more than parsing it here
+                commit, blocks = open_repo(car, did)
+            else:
+                commit, blocks = await asyncio.to_thread(open_repo, car, did)
         except RepoError as e:
             if e.reason in ("bad_car", "bad_block", "missing_block"):
                 raise Retry("car_" + e.reason, str(e)) from None  # may be a damaged transfer
@@ -378,14 +386,26 @@ class Fetcher:
         n = self.ctx.shard_count
         stream = streams.shard_stream(streams.FIREHOSE_BACKFILL, shard(did, n), n)
         head = event_head(did, commit.cid_str, commit.rev, now_iso())
-        chunks = create_event_chunks(blocks, commit.data, head, self.keep)  # CHUNK items per list
+        # Built in pieces of PIECE items with the loop let run between them: the previous call's
+        # bytes reach Redis meanwhile (a 200 kB call does not fit the socket buffer at once, and
+        # Redis cannot start a command it has not received whole), and other repos' downloads
+        # and calls are served. A call still carries CHUNK items.
+        pieces = create_event_chunks(blocks, commit.data, head, self.keep, PIECE)
         written = invalid = 0
-        length = await self.r.xlen(stream)
+        length = self.lengths.get(stream)  # as of this process's last look (an XLEN round trip per repo saved)
+        if length is None:
+            length = await self.r.xlen(stream)
         in_flight: asyncio.Future | None = None
         try:
             while True:
+                chunk: list = []
                 try:
-                    chunk = next(chunks)
+                    while True:
+                        piece = next(pieces)
+                        chunk += piece
+                        if len(piece) < PIECE or len(chunk) >= CHUNK:
+                            break
+                        await asyncio.sleep(0)
                 except RepoError as e:  # the MST itself is broken: nothing is acked, retry later
                     raise Retry("car_" + e.reason, str(e)) from None
                 texts = [t for t in chunk if t.__class__ is bytes]
@@ -399,19 +419,17 @@ class Fetcher:
                 if last:
                     texts.append(repo_event_text(head))
                 if in_flight is not None:
-                    length = int(await in_flight)
+                    length = self.lengths[stream] = int(await in_flight)
                     in_flight = None
                 if texts:
                     if length > self.hwm:
                         await self._wait_stream_below(stream)
                     in_flight = asyncio.ensure_future(self._call_packed(pack_xadd_events(stream, texts)))
                     written += len(texts) - last
-                    if not last:
-                        await asyncio.sleep(0)  # let the call go out before building the next chunk
                 if last:
                     break
             if in_flight is not None:
-                await in_flight
+                self.lengths[stream] = int(await in_flight)
                 in_flight = None
         finally:
             if in_flight is not None:  # failed while a chunk was in flight: the repo is retried whole
