@@ -58,6 +58,11 @@ import ujson
 from prometheus_client import Counter, Gauge
 from redis.exceptions import ResponseError
 
+try:
+    from redis._parsers.hiredis import NOT_ENOUGH_DATA as _NOT_ENOUGH_DATA
+except ImportError:
+    _NOT_ENOUGH_DATA = None
+
 from fleet import streams
 from fleet.codec.firehose import collection_filter
 from fleet.identity import DidError, DidResolver, pds_endpoint, signing_key
@@ -109,6 +114,20 @@ def pack_xadd_events(stream: str, texts: list[bytes]) -> bytes:
 
 
 _XADD_EVENTS_B = XADD_EVENTS.encode()
+
+
+def pack_xadd_multi(stream: str, texts: list[bytes]) -> bytes:
+    """The RESP bytes of ``MULTI``, ``XADD <stream> * event <text>`` per text, ``XLEN <stream>``,
+    ``EXEC``: the same entries as XADD_EVENTS, as atomic, with half the Redis CPU per entry (the
+    script's 500 arguments are copied into Lua strings and each ``redis.call`` copies them back)."""
+    key = stream.encode()
+    xadd = b"*5\r\n$4\r\nXADD\r\n$%d\r\n%s\r\n$1\r\n*\r\n$5\r\nevent\r\n" % (len(key), key)
+    parts = [b"*1\r\n$5\r\nMULTI\r\n"]
+    extend = parts.extend
+    for t in texts:
+        extend((xadd, b"$%d\r\n" % len(t), t, b"\r\n"))
+    parts.append(b"*2\r\n$4\r\nXLEN\r\n$%d\r\n%s\r\n*1\r\n$4\r\nEXEC\r\n" % (len(key), key))
+    return b"".join(parts)
 
 
 class Retry(Exception):
@@ -424,7 +443,7 @@ class Fetcher:
                 if texts:
                     if length > self.hwm:
                         await self._wait_stream_below(stream)
-                    in_flight = asyncio.ensure_future(self._call_packed(pack_xadd_events(stream, texts)))
+                    in_flight = asyncio.ensure_future(self._xadd_chunk(stream, texts))
                     written += len(texts) - last
                 if last:
                     break
@@ -439,17 +458,48 @@ class Fetcher:
         RECORDS.inc(written)
         return written
 
-    async def _call_packed(self, packed: bytes) -> Any:
-        """Send one pre-packed command on a pooled connection and return its reply (an error
-        reply raises). A failed or cancelled call drops the connection (redis-py does), so no
-        half-read reply is left on a pooled one."""
+    async def _xadd_chunk(self, stream: str, texts: list[bytes]) -> int:
+        """Append ``texts`` to ``stream`` as ``event=<text>`` entries, all or none; return the
+        stream's length.
+
+        ``MULTI``/``XADD``.../``EXEC`` (:func:`pack_xadd_multi`), its n + 3 replies (OK, n + 1
+        QUEUED, the EXEC array) taken straight from the connection's hiredis reader, one C call
+        each: redis-py's ``read_response`` costs ~1 us a reply, which is why a pipeline of XADDs
+        was 4x slower than the script. That reader is redis-py's internals (``_parser._reader``,
+        ``read_from_socket``); a connection without them gets the XADD_EVENTS script instead.
+        Any error reply raises, like a failing script call.
+        """
         pool = self.r.connection_pool
         conn = await pool.get_connection()
         try:
-            await conn.send_packed_command(packed)
-            return await conn.read_response()
+            parser = getattr(conn, "_parser", None)
+            gets = getattr(getattr(parser, "_reader", None), "gets", None)
+            if gets is None or _NOT_ENOUGH_DATA is None or not hasattr(parser, "read_from_socket"):
+                await conn.send_packed_command(pack_xadd_events(stream, texts))
+                return int(await conn.read_response())
+            n = len(texts)
+            await conn.send_packed_command(pack_xadd_multi(stream, texts))
+            first_error = None
+            need = n + 3
+            res: Any = None
+            while need:
+                res = gets()
+                if res is _NOT_ENOUGH_DATA:
+                    await parser.read_from_socket()
+                    continue
+                need -= 1
+                if first_error is None and isinstance(res, Exception):
+                    first_error = res
+        except BaseException:
+            await conn.disconnect()  # a half-read reply must not stay on a pooled connection
+            raise
         finally:
             await pool.release(conn)
+        if first_error is None and isinstance(res, list) and len(res) == n + 1:
+            first_error = next((x for x in res if isinstance(x, Exception)), None)
+            if first_error is None:
+                return int(res[-1])
+        raise first_error if first_error is not None else ResponseError(f"unexpected EXEC reply {str(res)[:200]}")
 
     # ---- outcomes ------------------------------------------------------------------------
     async def _done(self, eid: str, records: int) -> None:
