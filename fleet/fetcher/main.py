@@ -66,11 +66,14 @@ except ImportError:
 from fleet import streams
 from fleet.codec.firehose import collection_filter
 from fleet.identity import DidError, DidResolver, pds_endpoint, signing_key
+from fleet.identity.did import CACHE_PREFIX as DID_CACHE_PREFIX
+from fleet.identity.did import NOT_READ
 from fleet.shard import shard
 
 from .events import CHUNK, create_event_chunks, event_head, repo_event_text
 
 PIECE = CHUNK // 5  # records built between two turns of the event loop
+OUTPUTS_RECHECK_S = 0.25  # the output streams' lengths are re-read at most this often while far below the mark
 INLINE_PARSE_BYTES = 64 * 1024  # smaller CARs are parsed on the loop (~1 ms at most), larger ones in a thread
 from .getrepo import FetchFailed, RateLimited, RepoGone, get_repo
 from .repo import RepoError, open_repo
@@ -183,6 +186,7 @@ class Fetcher:
         self.counts = {"done": 0, "gone": 0, "failed": 0, "records": 0, "retries": 0}
         self._paused_until_below = False
         self.lengths: dict[str, int] = {}  # output stream -> its length when last seen
+        self._outputs_seen = -1e9  # monotonic time of the last XLEN of every output stream
 
     # ---- the loop ------------------------------------------------------------------------
     async def run(self) -> None:
@@ -240,6 +244,11 @@ class Fetcher:
         self.log.info("backfill_progress", inflight=0, **self.counts)
 
     async def _outputs_full(self) -> bool:
+        now = time.monotonic()
+        if (not self._paused_until_below and now - self._outputs_seen < OUTPUTS_RECHECK_S
+                and max(self.lengths.values(), default=0) <= self.hwm // 2):
+            return False  # looked just now, far below the mark (chunk replies keep self.lengths current)
+        self._outputs_seen = now
         lengths = await _xlens(self.r, self.out_streams)
         self.lengths.update(zip(self.out_streams, lengths))
         limit = self.hwm * 3 // 4 if self._paused_until_below else self.hwm
@@ -291,9 +300,15 @@ class Fetcher:
             return
         free_waits = 0
         while True:
-            attempts = int(await self.r.hincrby(ATTEMPTS_KEY, eid, 1))
+            # the attempt is counted before the work; the DID cache is read in the same round trip
+            pipe = self.r.pipeline(transaction=False)
+            pipe.hincrby(ATTEMPTS_KEY, eid, 1)
+            if self.resolver.caches:
+                pipe.get(DID_CACHE_PREFIX + did)
+            res = await pipe.execute()
+            attempts = int(res[0])
             try:
-                records = await self._fetch_and_emit(did)
+                records = await self._fetch_and_emit(did, res[1] if len(res) > 1 else NOT_READ)
             except Gone as g:
                 await self._gone(eid, did, g.status, g.detail)
                 return
@@ -327,9 +342,9 @@ class Fetcher:
             await self._done(eid, records)
             return
 
-    async def _fetch_and_emit(self, did: str) -> int:
+    async def _fetch_and_emit(self, did: str, cached: Any = NOT_READ) -> int:
         try:
-            doc = await self.resolver.resolve_did(did)
+            doc = await self.resolver.resolve_did(did, cached=cached)
         except DidError as e:
             if e.reason in ("bad_did", "id_mismatch"):
                 raise Fatal("did_" + e.reason, str(e)) from None
