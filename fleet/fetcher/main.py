@@ -9,8 +9,9 @@ its own consumer name (``ctx.instance``). For one entry (``repo={did, host, rev,
 3. read the CAR, check every block against its CID, optionally verify the commit signature
    (``verify.py``), walk the MST (``repo.py``) in chunks;
 4. write each kept record as a ``create`` event (``seq = -2``, the commit's ``rev`` and CID,
-   ``time`` = now) to ``firehose_backfill[:<shard(did)>]``, pipelined per chunk, then a final
-   ``{"type": "repo"}`` event; only then XACK+XDEL the entry.
+   ``time`` = now) to ``firehose_backfill[:<shard(did)>]``, one MULTI/EXEC of 500 XADDs per
+   chunk (built while Redis appends the previous one), then a final ``{"type": "repo"}`` event;
+   only then XACK+XDEL the entry.
 
 Outcomes: *done*; *gone* (PDS says deactivated/taken down/suspended/not found, PLC 404, no PDS
 in the DID document) -> recorded in the hash ``backfill:gone`` (did -> status) and acked;
@@ -121,8 +122,10 @@ _XADD_EVENTS_B = XADD_EVENTS.encode()
 
 def pack_xadd_multi(stream: str, texts: list[bytes]) -> bytes:
     """The RESP bytes of ``MULTI``, ``XADD <stream> * event <text>`` per text, ``XLEN <stream>``,
-    ``EXEC``: the same entries as XADD_EVENTS, as atomic, with half the Redis CPU per entry (the
-    script's 500 arguments are copied into Lua strings and each ``redis.call`` copies them back)."""
+    ``EXEC``: the same entries as XADD_EVENTS, applied as one transaction (no other client's
+    command in between; refused whole on OOM, like the script), for about half the Redis CPU per
+    entry (the script's 500 arguments are copied into Lua strings and each ``redis.call`` copies
+    them back: 2.0-2.4 against 0.8-1.2 us measured here)."""
     key = stream.encode()
     xadd = b"*5\r\n$4\r\nXADD\r\n$%d\r\n%s\r\n$1\r\n*\r\n$5\r\nevent\r\n" % (len(key), key)
     parts = [b"*1\r\n$5\r\nMULTI\r\n"]
