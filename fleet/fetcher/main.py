@@ -28,6 +28,9 @@ Re-emitted events are harmless: indexing is idempotent and rev-guarded.
 
 Backpressure: above ``FETCHER_HIGH_WATER_MARK`` entries in an output stream the fetcher stops
 taking repos and pauses mid-repo before the next chunk, until the stream is below 3/4 of it.
+Lengths are as of this process's last look: every chunk write returns its stream's length, and
+all output streams are re-read before taking repos (at most every 0.25 s while far below the
+mark), so other writers can push a stream past the mark by about a chunk per repo in hand.
 
 Progress: hash ``backfill:stats`` (done, failed, gone, records) and a periodic log line.
 
