@@ -13,6 +13,7 @@ setup(
         "psycopg[binary,pool]>=3.1",
         "websockets>=12",
         "ujson>=5.9",
+        "orjson>=3.9",
         "libipld>=3.0",
         "cbrrr>=1.1",
         "aiohttp>=3.9",

@@ -407,3 +407,161 @@ def test_split_car_reads_blocks_with_other_cid_forms_through_the_general_path():
     wrong = write_car(v1, [(b"\x01\x80\x01\x12\x20" + bytes(32), raw)])
     with pytest.raises(RepoError, match="does not match"):
         split_car(wrong)
+
+
+def _reference_items(blocks, root, head, keep):
+    """The create events as the straightforward path writes them: walk_mst, decode_record, dump
+    the event dict (the reference create_event_chunks must equal, errors in their places)."""
+    from fleet.codec.atjson import RecordDecodeError, decode_record, dumps
+    from fleet.fetcher.repo import walk_mst
+
+    ev0 = json.loads(head + "}")
+    out = []
+    for key, cid in walk_mst(blocks, root):
+        collection, sep, rkey = key.partition("/")
+        if not sep or not rkey:
+            out.append(("bad_key",))
+            continue
+        if keep is not None and not keep(collection):
+            continue
+        raw = blocks.get(cid)
+        if raw is None:
+            out.append(("missing_block",))
+            continue
+        try:
+            text = dumps({**ev0, "collection": collection, "rkey": rkey, "cid": fetcher_cid(cid), "record": decode_record(raw)})
+        except (RecordDecodeError, ValueError, OverflowError):
+            out.append(("bad_record",))
+            continue
+        out.append(text.encode())
+    return out
+
+
+def fetcher_cid(cid: bytes) -> str:
+    from fleet.codec.cid import cid_to_str
+
+    return cid_to_str(cid)
+
+
+def test_event_chunks_equal_the_reference_path_item_for_item_with_damaged_records_and_odd_values():
+    import cbrrr
+
+    from fleet.fetcher.events import create_event_chunks, event_head
+
+    deep: dict = {"x": 1}
+    for _ in range(300):  # past orjson's depth limit: the ujson reference takes over
+        deep = {"d": deep}
+    recs = {f"app.bsky.feed.like/{i:05d}": {"n": i, "s": "é/\u2028\x00\x1f😀"[: i % 7]} for i in range(1200)}
+    recs.update({
+        "app.bsky.feed.post/big": {"a": -(2**64), "b": 2**64 - 1},  # beyond orjson's 64-bit ints
+        "app.bsky.feed.post/deep": deep,
+        "app.bsky.feed.post/blob": {"b": {"$type": "blob", "ref": cbrrr.CID(b"\x01\x71\x12\x20" + bytes(32)), "size": 1}, "raw": b"\x00\xff"},
+        "app.bsky.feed.post/a:b~c.d-e_f": {"x": "odd rkey"},
+        "app.bsky.feed.post/notamap": [1, 2],
+        "com.example.other/1": {"x": 1},
+        "nokey": {"x": 1},
+    })
+    car, _ = build_repo(_did(1), recs, new_key())
+    commit, blocks = open_repo(car, _did(1))
+    from fleet.fetcher.repo import walk_mst
+
+    values = [cid for _k, cid in walk_mst(blocks, commit.data)]
+    for cid in values[::97]:
+        del blocks[cid]  # missing record blocks
+    for cid in values[5::89]:
+        if cid in blocks:
+            blocks[cid] += b"\x00"  # trailing bytes
+    head = event_head(_did(1), commit.cid_str, commit.rev, "2026-01-01T00:00:00.000Z")
+    for keep in (None, lambda c: c.startswith("app.bsky.")):
+        want = _reference_items(blocks, commit.data, head, keep)
+        for size in (500, 100, 7):
+            chunks = list(create_event_chunks(blocks, commit.data, head, keep, size))
+            assert all(len(c) == size for c in chunks[:-1]) and len(chunks[-1]) < size
+            got = [x if isinstance(x, bytes) else (x.reason,) for c in chunks for x in c]
+            assert got == want
+    assert any(isinstance(x, tuple) and x[0] == "bad_record" for x in want) and any(x == ("missing_block",) for x in want)
+
+
+def test_a_broken_mst_node_raises_where_the_walk_reaches_it_after_the_chunks_before_it():
+    from itertools import islice
+
+    from fleet.fetcher.events import create_event_chunks, create_event_texts, event_head
+    from fleet.fetcher.repo import walk_mst
+
+    car, _ = build_repo(_did(1), synthetic_records(3000, _did(1)), new_key())
+    commit, blocks = open_repo(car, _did(1))
+    values = {cid for _k, cid in walk_mst(blocks, commit.data)}
+    nodes = [c for c in blocks if c not in values and c != commit.cid and c != commit.data]
+    head = event_head(_did(1), commit.cid_str, commit.rev, "2026-01-01T00:00:00.000Z")
+    delivered = []
+    for node in nodes[len(nodes) // 2 :: 7]:
+        broken = dict(blocks)
+        broken[node] = b"\xa0"  # an empty map: no "e"
+        got = []
+        with pytest.raises(RepoError):
+            for chunk in create_event_chunks(broken, commit.data, head, None, 500):
+                got.append(chunk)
+        # what taking islice(..., 500) of the one-record-at-a-time walk delivers before the error
+        it, want = create_event_texts(blocks, commit.data, head), []
+        n_before = sum(1 for k, _ in walk_mst_until(blocks, commit.data, node))
+        while n_before >= 500:
+            want.append(list(islice(it, 500)))
+            n_before -= 500
+        assert got == want
+        delivered.append(len(got))
+    assert max(delivered) >= 2 and min(delivered) == 0  # nodes early and late in the walk
+
+
+def walk_mst_until(blocks, root, node):
+    """The MST entries in walk order before the walk expands ``node``."""
+    import libipld
+
+    stack = [(root, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth < 0:
+            yield item
+            continue
+        if item == node:
+            return
+        n = libipld.decode_dag_cbor(blocks[item])
+        seq, prev = [], b""
+        if n.get("l") is not None:
+            seq.append((n["l"], 1))
+        for e in n["e"]:
+            key = prev[: e["p"]] + e["k"]
+            prev = key
+            seq.append(((key, e["v"]), -1))
+            if e.get("t") is not None:
+                seq.append((e["t"], 1))
+        stack.extend(reversed(seq))
+
+
+def test_chunks_are_written_whole_with_multi_exec_as_the_script_writes_them(redis_url, monkeypatch):
+    """The fetcher's MULTI/EXEC write (replies read off hiredis) and its XADD_EVENTS script
+    fallback leave the same entries; an error reply raises and the connection stays usable."""
+    import redis.asyncio as aioredis
+
+    r = redis.Redis.from_url(redis_url)
+    texts = [json.dumps({"n": i, "s": "é \"q\" \u2028"}, ensure_ascii=False).encode() for i in range(1200)] + [b"", b"x" * 70000]
+
+    async def go():
+        ar = aioredis.from_url(redis_url)
+        f = fetcher.Fetcher.__new__(fetcher.Fetcher)
+        f.r = ar
+        n1 = await f._xadd_chunk("t:multi", texts)
+        monkeypatch.setattr(fetcher, "_NOT_ENOUGH_DATA", None)  # as if redis-py's parser were another
+        n2 = await f._xadd_chunk("t:script", texts)
+        monkeypatch.undo()
+        await ar.set("t:notastream", "x")
+        with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+            await f._xadd_chunk("t:notastream", texts[:3])
+        assert await ar.xlen("t:multi") == len(texts)  # the same pooled connection still answers
+        await ar.aclose()
+        return n1, n2
+
+    n1, n2 = asyncio.run(go())
+    assert n1 == n2 == len(texts)
+    a = [f for _i, f in r.xrange("t:multi")]
+    b = [f for _i, f in r.xrange("t:script")]
+    assert a == b == [{b"event": t} for t in texts]

@@ -33,6 +33,8 @@ CACHE_PREFIX = "did:doc:"
 NOT_FOUND_TTL_CAP_S = 300
 MAX_DOC_BYTES = 64 * 1024
 
+NOT_READ = object()  # resolve_did(cached=...) not given
+
 RESOLVE_TOTAL = Counter("rsky_did_resolve_total", "DID resolutions", ["method", "outcome"])
 
 
@@ -78,14 +80,22 @@ class DidResolver:
             await self._session.close()
         self._session = None
 
-    async def resolve_did(self, did: str, fresh: bool = False) -> dict[str, Any] | None:
+    @property
+    def caches(self) -> bool:
+        """Whether answers are cached in Redis (under ``CACHE_PREFIX + did``)."""
+        return self.redis is not None and self.cache_ttl_s > 0
+
+    async def resolve_did(self, did: str, fresh: bool = False, cached: Any = NOT_READ) -> dict[str, Any] | None:
         """The DID document of ``did``, or None when it positively does not exist.
 
-        ``fresh=True`` skips the cache read (the answer is still cached).
+        ``fresh=True`` skips the cache read (the answer is still cached). ``cached``: the value
+        of ``CACHE_PREFIX + did`` when the caller has already read it (in a pipeline with its
+        own commands: one round trip less), None if absent.
         """
         method = did_method(did)
-        if not fresh and self.redis is not None and self.cache_ttl_s > 0:
-            cached = await self.redis.get(CACHE_PREFIX + did)
+        if not fresh and self.caches:
+            if cached is NOT_READ:
+                cached = await self.redis.get(CACHE_PREFIX + did)
             if cached is not None:
                 RESOLVE_TOTAL.labels(method, "cache_hit").inc()
                 return ujson.loads(cached)
