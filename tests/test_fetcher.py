@@ -565,3 +565,50 @@ def test_chunks_are_written_whole_with_multi_exec_as_the_script_writes_them(redi
     a = [f for _i, f in r.xrange("t:multi")]
     b = [f for _i, f in r.xrange("t:script")]
     assert a == b == [{b"event": t} for t in texts]
+
+
+def test_a_redis_stalled_past_the_socket_timeout_makes_the_fetcher_wait_then_go_on(tmp_path):
+    """Redis frozen (SIGSTOP) longer than the client's 5 s socket timeout: the fetcher logs,
+    backs off and carries on with the next repo once Redis answers; it does not exit."""
+    import signal
+
+    from fleet import embedded
+
+    rs = embedded.Redis(str(tmp_path / "redis"), embedded.free_port()).start()
+    r = redis.Redis.from_url(rs.url)
+    key = new_key()
+
+    async def wait_for(cond, what: str, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not await asyncio.to_thread(cond):
+            assert time.monotonic() < deadline, what
+            await asyncio.sleep(0.05)
+
+    async def go():
+        async with TinyPds() as pds:
+            for i in (1, 2):
+                pds.add(_did(i), build_repo(_did(i), synthetic_records(20, _did(i)), key)[0])
+            ctx = RoleContext(role="fetcher", instance="f1", shards=[], shard_count=1, log=get_logger("fetcher"))
+            task = asyncio.create_task(fetcher.run(make_cfg(rs.url, pds.url), ctx))
+            try:
+                enqueue(r, [{"did": _did(1)}])
+                await wait_for(finished(r, 1), "first repo")
+                os.kill(rs.proc.pid, signal.SIGSTOP)
+                try:
+                    await asyncio.sleep(6.5)  # the stall itself: longer than the 5 s socket timeout
+                finally:
+                    os.kill(rs.proc.pid, signal.SIGCONT)
+                assert not task.done(), task.exception() if task.done() else ""
+                enqueue(r, [{"did": _did(2)}])
+                await wait_for(finished(r, 2), "second repo after the stall")
+                assert not task.done()
+            finally:
+                ctx.stopping.set()
+                await asyncio.wait_for(task, 15)
+
+    try:
+        asyncio.run(go())
+        assert stats(r)["records"] == 40
+    finally:
+        r.close()
+        rs.stop()

@@ -60,7 +60,9 @@ import aiohttp
 import redis.asyncio as aioredis
 import ujson
 from prometheus_client import Counter, Gauge
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 try:
     from redis._parsers.hiredis import NOT_ENOUGH_DATA as _NOT_ENOUGH_DATA
@@ -204,47 +206,55 @@ class Fetcher:
         last_refresh = time.monotonic()
         last_log = time.monotonic()
         stop = self.ctx.stopping
+        redis_delay = 0.5  # back-off while Redis does not answer
         while not stop.is_set():
-            now = time.monotonic()
-            if now - last_log >= self.cfg.SUMMARY_INTERVAL_S:
-                last_log = now
-                self.log.info("summary", inflight=len(self.inflight), **self.counts)  # the periodic one-liner every role logs
-            if self.inflight and now - last_refresh >= self.reclaim_idle_ms / 3000:
-                last_refresh = now
-                await self._keep_fresh()
-            free = conc - len(self.inflight)
-            if free <= 0 or await self._outputs_full():
-                waiters = list(self.inflight.values())
-                if waiters:
-                    await asyncio.wait(waiters, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
-                else:
-                    await _wait(stop, 0.5)
-                continue
-            entries: list[tuple[str, dict]] = []
-            if backlog:
-                res = await self.r.xreadgroup(streams.FETCHER_GROUP, self.consumer, {streams.REPO_BACKFILL: backlog_from}, count=free)
-                ids = [_s(i) for _st, items in res or [] for i, _f in items]
-                backlog_from = ids[-1] if ids else backlog_from
-                gone_ids = [_s(i) for _st, items in res or [] for i, f in items if not f]
-                if gone_ids:  # pending ids whose entries were deleted: nothing left to process
-                    await self.r.xack(streams.REPO_BACKFILL, streams.FETCHER_GROUP, *gone_ids)
-                entries = [e for e in _entries(res) if e[0] not in self.inflight]
-                backlog = bool(ids)
-            if not entries and now - last_reclaim >= min(5.0, self.reclaim_idle_ms / 2000):
-                last_reclaim = now
-                entries = await self._reclaim(free)
-            if not entries:
-                res = await self.r.xreadgroup(
-                    streams.FETCHER_GROUP, self.consumer, {streams.REPO_BACKFILL: ">"}, count=free, block=500
-                )
-                entries = _entries(res)
-            for eid, fields in entries:
-                if eid in self.inflight:
+            try:
+                now = time.monotonic()
+                if now - last_log >= self.cfg.SUMMARY_INTERVAL_S:
+                    last_log = now
+                    self.log.info("summary", inflight=len(self.inflight), **self.counts)  # the periodic one-liner every role logs
+                if self.inflight and now - last_refresh >= self.reclaim_idle_ms / 3000:
+                    last_refresh = now
+                    await self._keep_fresh()
+                free = conc - len(self.inflight)
+                if free <= 0 or await self._outputs_full():
+                    waiters = list(self.inflight.values())
+                    if waiters:
+                        await asyncio.wait(waiters, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
+                    else:
+                        await _wait(stop, 0.5)
                     continue
-                task = asyncio.create_task(self._handle(eid, fields))
-                self.inflight[eid] = task
-                task.add_done_callback(lambda _t, eid=eid: self.inflight.pop(eid, None))
-            INFLIGHT.set(len(self.inflight))
+                entries: list[tuple[str, dict]] = []
+                if backlog:
+                    res = await self.r.xreadgroup(streams.FETCHER_GROUP, self.consumer, {streams.REPO_BACKFILL: backlog_from}, count=free)
+                    ids = [_s(i) for _st, items in res or [] for i, _f in items]
+                    backlog_from = ids[-1] if ids else backlog_from
+                    gone_ids = [_s(i) for _st, items in res or [] for i, f in items if not f]
+                    if gone_ids:  # pending ids whose entries were deleted: nothing left to process
+                        await self.r.xack(streams.REPO_BACKFILL, streams.FETCHER_GROUP, *gone_ids)
+                    entries = [e for e in _entries(res) if e[0] not in self.inflight]
+                    backlog = bool(ids)
+                if not entries and now - last_reclaim >= min(5.0, self.reclaim_idle_ms / 2000):
+                    last_reclaim = now
+                    entries = await self._reclaim(free)
+                if not entries:
+                    res = await self.r.xreadgroup(
+                        streams.FETCHER_GROUP, self.consumer, {streams.REPO_BACKFILL: ">"}, count=free, block=500
+                    )
+                    entries = _entries(res)
+                for eid, fields in entries:
+                    if eid in self.inflight:
+                        continue
+                    task = asyncio.create_task(self._handle(eid, fields))
+                    self.inflight[eid] = task
+                    task.add_done_callback(lambda _t, eid=eid: self.inflight.pop(eid, None))
+                INFLIGHT.set(len(self.inflight))
+            except (RedisConnectionError, RedisTimeoutError) as e:  # Redis away or stalled: wait, never exit
+                self.log.warning("redis_unavailable", error=f"{type(e).__name__}: {e}", retry_in=round(redis_delay, 2))
+                await _wait(stop, redis_delay)
+                redis_delay = min(redis_delay * 2, 5.0)
+            else:
+                redis_delay = 0.5
         if self.inflight:
             await asyncio.gather(*self.inflight.values(), return_exceptions=True)
         self.log.info("backfill_progress", inflight=0, **self.counts)
