@@ -1,9 +1,12 @@
 """A faster text dumper for the flat arrays the indexing sends (``unnest(%s::varchar[], ...)``).
 
-psycopg dumps a Python list element by element in Python: about 0.3 µs per element in
-binary (``%b``) and 3 µs in text (``%s``), which was the largest single cost of a bulk
-statement (a 500-event batch sends some 30,000 array elements). Arrays of strings and of
-integers are built here with a few C-level string operations instead:
+psycopg dumps a Python list element by element in Python: about 130 ns per string element in
+binary (``%b``) and 3 µs in text (``%s``); a 500-event batch sends some 16,000 elements.
+Arrays of strings and of integers are built here with a few C-level string operations instead
+(about 80 ns per element with psycopg's own per-parameter work). PostgreSQL parses a text array
+somewhat more slowly than a binary one; on the bulk indexing mix the two came out equal or in
+favour of text (``tools/bench_indexing_path.py``, alternating runs), and the indexer process
+is the busier side. The rules:
 
 * ``["a", 'b"c']`` -> ``{"a","b\\"c"}``: every element quoted, ``\\`` and ``"`` escaped
   (PostgreSQL's array input rules); an empty string stays ``""``, never NULL;
