@@ -72,11 +72,12 @@ commit; under READ COMMITTED every statement after the lock wait sees what the o
   its round-1 locks no gate can appear until it commits; the keys read after that round
   (``read_keys`` runs again) decide, so a gate committed between the first read and the lock
   is still seen. Without a gate no rule reads the owner's follows: a follow by a thread owner
-  and a reply in its ungated thread never wait for each other (the common case). The follower rule reads the replier's own follows: same
-  shard, no lock. A follow or list item indexed after a later reply re-evaluates it
-  (``order.graph_changed``): the follow's X on ``graph:<owner>`` / the item's X on
-  ``list:<list>`` against the reply's S; a thread gate with a list rule holds S on that list,
-  so a gate and a list item written concurrently see each other.
+  and a reply in its ungated thread never wait for each other (the common case). The follower
+  rule reads the replier's own follows: same shard, no lock. A follow or list item indexed
+  after a later reply re-evaluates it (``order.graph_changed``): the follow's X on
+  ``graph:<owner>`` / the item's X on ``list:<list>`` against the reply's S; a thread gate with
+  a list rule holds S on that list, so a gate and a list item written concurrently see each
+  other.
 
 Deadlocks: round 1 is one statement over sorted keys, taken before the batch writes anything,
 so batches never wait on each other's row locks while holding advisory ones they lack.
