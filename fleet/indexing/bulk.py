@@ -33,8 +33,10 @@ After a cut the rest of the run re-reads its state (``_delete_state``), so the n
 the effects of the previous one. Actor effects (``actor_sync`` and the handle check of
 ``actors.on_event``) touch only actor tables, which the record writes do not read, so a chunk
 writes them after its records: one ``actor_sync`` upsert (per did the last commit of the
-highest rev, which is what the guarded upserts leave in sequence) and one ``actor`` read; an
-event whose actor row is due for a handle re-resolution calls ``actors.index_handle`` itself.
+highest rev, which is what the guarded upserts leave in sequence) and one ``actor`` read, made
+only when ``plan`` found an account of the chunk due (``Env.due``; any actor write since makes
+it read again); an event whose actor row is due for a handle re-resolution calls
+``actors.index_handle`` itself.
 
 Cross-shard order (``order.py``): notifications are stamped with the seq of their write
 (``order.stamp``), so those to an account deleted after the write are dropped at flush; a new
