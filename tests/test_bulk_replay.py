@@ -20,13 +20,11 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql
 
 from conftest import CORPUS
-from fleet.indexing import Indexer, IndexingContext
 from test_locks import A, B, CID, ev, uri
 from test_order import N, by_shard, differences, fresh_schema, report, tables
-from tools.parity import chunks, corpus_events
+from tools.parity import chunks, corpus_events, index_events
 
 LIKE = "app.bsky.feed.like"
 
@@ -50,19 +48,7 @@ def replayed(events: list[dict[str, Any]], seed: int, max_batch: int = 60, p_rep
 
 def apply(url: str, schema: str, batches: list[list[dict[str, Any]]]) -> None:
     fresh_schema(url, schema)
-
-    async def run() -> list:
-        ix = Indexer(IndexingContext(), bulk=True)
-        failed: list = []
-        async with await psycopg.AsyncConnection.connect(url) as conn:
-            await conn.execute(sql.SQL("SET search_path TO {}, public").format(sql.Identifier(schema)))
-            await conn.commit()
-            for b in batches:
-                async with conn.transaction():
-                    failed += await ix.apply_batch(conn, b)
-        return failed
-
-    assert asyncio.run(run()) == []
+    assert asyncio.run(index_events(url, schema, batches, bulk=True)) == []
 
 
 def compare(url: str) -> dict:

@@ -18,17 +18,13 @@ import random
 from collections import Counter
 from typing import Any
 
-import psycopg
 import pytest
-from psycopg import sql
 
 from conftest import CORPUS
 from fleet.codec.firehose import SEQ_BACKFILL
 from fleet.db import dump as dumpmod
-from fleet.db.migrate import migrate
-from fleet.indexing import Indexer, IndexingContext
-from fleet.indexing.aggregates import recount_mismatches
-from tools.bench_indexing_path import CID1, CID2, did_for
+from tools.bench_indexing_path import CID1, CID2, did_for, fresh_schema
+from tools.parity import index_events, recount
 
 LIKE, REPOST, FOLLOW, POST = "app.bsky.feed.like", "app.bsky.feed.repost", "app.bsky.graph.follow", "app.bsky.feed.post"
 AUTHOR = did_for(700)
@@ -135,23 +131,13 @@ def merge(live: list[dict[str, Any]], backfill: list[list[dict[str, Any]]], seed
 
 
 async def _index(url: str, schema: str, batches: list[list[dict[str, Any]]], bulk: bool) -> list:
-    indexer = Indexer(IndexingContext(), bulk=bulk)
-    failures: list = []
-    async with await psycopg.AsyncConnection.connect(url) as conn:
-        await conn.execute(sql.SQL("SET search_path TO {}, public").format(sql.Identifier(schema)))
-        await conn.commit()
-        for batch in batches:
-            async with conn.transaction():
-                failures.extend(await indexer.apply_batch(conn, batch))
-        failures += await recount_mismatches(conn)
-    return failures
+    """Failures of indexing ``batches``, then every aggregate row that differs from a recount."""
+    return await index_events(url, schema, batches, bulk=bulk) + await recount(url, schema)
 
 
 def run(url: str, schema: str, batches: list[list[dict[str, Any]]], bulk: bool) -> dict[str, list[str]]:
     """Index ``batches`` into a fresh ``schema``; the normalised official tables."""
-    with psycopg.connect(url, autocommit=True) as c:
-        c.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
-    migrate(url, schema)
+    fresh_schema(url, schema)
     assert asyncio.run(_index(url, schema, batches, bulk)) == []  # no failure, every count exact
     d = dumpmod.dump(url, schema, SPEC)
     return {t: rows for t, rows in d.normalized.items() if rows}

@@ -24,11 +24,9 @@ from psycopg import sql
 
 from conftest import CORPUS
 from fleet.db import dump as dumpmod
-from fleet.db.migrate import migrate
-from fleet.indexing import Indexer, IndexingContext
-from fleet.indexing.aggregates import recount_mismatches
 from fleet.shard import shard
-from tools.parity import chunks, corpus_events
+from tools.bench_indexing_path import fresh_schema
+from tools.parity import chunks, corpus_events, index_events, recount
 
 N = 4
 RULES = {"*": {"deletedAt": "ts"}, **dumpmod.SERIAL_RULES}
@@ -77,25 +75,9 @@ def random_merge(events: list[dict[str, Any]], seed: int, max_batch: int = 40) -
         pos[k] += n
 
 
-def fresh_schema(url: str, schema: str) -> None:
-    with psycopg.connect(url, autocommit=True) as c:
-        c.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
-    migrate(url, schema)
-
-
 async def _index(url: str, schema: str, batches: Iterable[list[dict[str, Any]]]) -> list:
-    indexer = Indexer(IndexingContext())
     # the per-event path: the bulk fast path (likes/reposts/follows) has its own order hooks to add
-    if hasattr(indexer, "bulk"):
-        indexer.bulk = False
-    failures: list = []
-    async with await psycopg.AsyncConnection.connect(url) as conn:
-        await conn.execute(sql.SQL("SET search_path TO {}, public").format(sql.Identifier(schema)))
-        await conn.commit()
-        for batch in batches:
-            async with conn.transaction():
-                failures.extend(await indexer.apply_batch(conn, batch))
-    return failures
+    return await index_events(url, schema, batches, bulk=False)
 
 
 def index(url: str, schema: str, batches: Iterable[list[dict[str, Any]]]) -> None:
@@ -130,12 +112,6 @@ def report(diffs: dict[str, tuple[list[str], list[str]]]) -> str:
     return "\n".join(lines)
 
 
-async def _recount(url: str, schema: str) -> list:
-    async with await psycopg.AsyncConnection.connect(url) as c:
-        await c.execute(sql.SQL("SET search_path TO {}, public").format(sql.Identifier(schema)))
-        return await recount_mismatches(c)
-
-
 def seq_order_tables(url: str, name: str, events: list[dict[str, Any]]) -> dict[str, list[str]]:
     index(url, "seq_order", chunks(events, 100))
     return tables(url, "seq_order")
@@ -162,7 +138,7 @@ def test_every_interleaving_of_four_shards_ends_in_the_seq_order_database(databa
         diffs = differences(expected, tables(database_url, "interleaved"))
         if diffs:
             failed[label] = report(diffs)
-        assert asyncio.run(_recount(database_url, "interleaved")) == [], label
+        assert asyncio.run(recount(database_url, "interleaved")) == [], label
     assert not failed, "\n".join(f"== {k}\n{v}" for k, v in failed.items())
 
 
@@ -249,19 +225,7 @@ GRAPH_CASES = {
 
 def _graph_index(url: str, schema: str, batches: list[list[dict[str, Any]]], bulk: bool) -> None:
     fresh_schema(url, schema)
-
-    async def run() -> list:
-        indexer = Indexer(IndexingContext(), bulk=bulk)
-        failures: list = []
-        async with await psycopg.AsyncConnection.connect(url) as conn:
-            await conn.execute(sql.SQL("SET search_path TO {}, public").format(sql.Identifier(schema)))
-            await conn.commit()
-            for batch in batches:
-                async with conn.transaction():
-                    failures.extend(await indexer.apply_batch(conn, batch))
-        return failures
-
-    assert asyncio.run(run()) == []
+    assert asyncio.run(index_events(url, schema, batches, bulk=bulk)) == []
 
 
 @pytest.mark.parametrize("bulk", [False, True], ids=["per-event", "bulk"])

@@ -23,6 +23,7 @@ from fleet.codec.firehose import iter_frames_file, message_events
 from fleet.db import dump as dumpmod
 from fleet.db.migrate import migrate
 from fleet.indexing import Indexer, IndexingContext
+from fleet.indexing.aggregates import recount_mismatches
 
 AGG_TABLES = ("post_agg", "profile_agg")
 
@@ -39,10 +40,12 @@ def corpus_events(corpus: str) -> list[dict[str, Any]]:
 
 
 async def index_events(
-    database_url: str, schema: str, batches: Iterable[list[dict[str, Any]]], ctx: IndexingContext | None = None
+    database_url: str, schema: str, batches: Iterable[list[dict[str, Any]]], ctx: IndexingContext | None = None,
+    bulk: bool | None = None,
 ) -> list[tuple[int, BaseException]]:
-    """Apply each batch in its own transaction (as the indexer runtime does)."""
-    indexer = Indexer(ctx or IndexingContext())
+    """Apply each batch in its own transaction (as the indexer runtime does); ``bulk`` as
+    ``Indexer(bulk=)`` (None: the configured default, the fast path)."""
+    indexer = Indexer(ctx or IndexingContext(), bulk=bulk)
     failures: list[tuple[int, BaseException]] = []
     async with await psycopg.AsyncConnection.connect(database_url) as conn:
         await conn.execute(sql.SQL("SET search_path TO {}, public").format(sql.Identifier(schema)))
@@ -51,6 +54,13 @@ async def index_events(
             async with conn.transaction():
                 failures.extend(await indexer.apply_batch(conn, batch))
     return failures
+
+
+async def recount(database_url: str, schema: str) -> list[tuple[str, str, str, int, int]]:
+    """``aggregates.recount_mismatches`` of ``schema``: aggregate rows that differ from a recount."""
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        await conn.execute(sql.SQL("SET search_path TO {}, public").format(sql.Identifier(schema)))
+        return await recount_mismatches(conn)
 
 
 def chunks(events: list[dict[str, Any]], size: int) -> list[list[dict[str, Any]]]:
