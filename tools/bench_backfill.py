@@ -32,6 +32,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from fleet import embedded, streams  # noqa: E402
+from tools.bench_ingest import pin  # noqa: E402 - the process measured has a core of its own
 from tools.synth_repo import build_repo, new_key, synthetic_records  # noqa: E402
 
 CHILD = r"""
@@ -112,9 +113,9 @@ def run(quick: bool = False, child_cmd: list[str] | None = None, child_env: dict
                "LOG_LEVEL": "warning", "PYTHONPATH": ROOT, **(child_env or {})}
         proc = subprocess.Popen(child_cmd or [sys.executable, "-c", CHILD], env=env, cwd=ROOT)
         if (os.cpu_count() or 1) >= 2:  # the fetcher gets core 1; the PDS/PLC server, redis and the clock core 0
-            _pin(proc.pid, {1})
-            _pin(rs.proc.pid, {0})
-            _pin(os.getpid(), {0})
+            pin(proc.pid, {1})
+            pin(rs.proc.pid, {0})
+            pin(os.getpid(), {0})
         peak_rss = 0
         try:
             # the clock starts once the fetcher is up and reading (interpreter start-up excluded)
@@ -151,7 +152,7 @@ def run(quick: bool = False, child_cmd: list[str] | None = None, child_env: dict
         stop_server.set()
         r.close()
         rs.stop()
-        _pin(os.getpid(), set(range(os.cpu_count() or 1)))
+        pin(os.getpid(), set(range(os.cpu_count() or 1)))
     rps = records / elapsed
     return [
         {"name": "backfill fetcher repos/s (1 process)", "value": len(sizes) / elapsed, "unit": "repos/s", "ceiling": None, "ratio": None},
@@ -161,14 +162,6 @@ def run(quick: bool = False, child_cmd: list[str] | None = None, child_env: dict
         {"name": "backfill fetcher CPU use (1 process)", "value": cpu_s / elapsed, "unit": "cores", "ceiling": 1, "ratio": cpu_s / elapsed},
         {"name": f"backfill fetcher peak RSS ({max(sizes)}-record repo)", "value": peak_rss / 1024, "unit": "MiB", "ceiling": 500, "ratio": peak_rss / 1024 / 500},
     ]
-
-
-def _pin(pid: int, cpus: set[int]) -> None:
-    """Like the ingest benchmark: the process measured has a core of its own."""
-    try:
-        os.sched_setaffinity(pid, cpus)
-    except (AttributeError, OSError):
-        pass
 
 
 def _consumers(r: redis.Redis) -> int:

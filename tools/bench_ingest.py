@@ -56,7 +56,7 @@ def libipld_ceiling(frames: list[bytes]) -> tuple[float, float]:
     return full, frame_only
 
 
-def _pin(pid: int, cpus: set[int]) -> None:
+def pin(pid: int, cpus: set[int]) -> None:
     try:
         os.sched_setaffinity(pid, cpus)
     except (AttributeError, OSError):
@@ -83,7 +83,7 @@ def measure_ingest(repeat: int) -> dict[str, float]:
     relay = ingester = None
     try:
         if cores >= 2:
-            _pin(getattr(getattr(srv, "proc", None), "pid", 0) or os.getpid(), {1} if getattr(srv, "proc", None) else set(range(cores)))
+            pin(getattr(getattr(srv, "proc", None), "pid", 0) or os.getpid(), {1} if getattr(srv, "proc", None) else set(range(cores)))
         relay = subprocess.Popen([sys.executable, os.path.join(ROOT, "tools", "replay.py"), CORPUS, "--port", "0", "--repeat", str(repeat)],
                                  stdout=subprocess.PIPE, text=True, cwd=ROOT)
         line = relay.stdout.readline() if relay.stdout else ""
@@ -92,13 +92,13 @@ def measure_ingest(repeat: int) -> dict[str, float]:
         url = line.split()[1].replace("http://", "ws://")
         total = int(line.split("frames=")[1])
         if cores >= 2:
-            _pin(relay.pid, {1})
+            pin(relay.pid, {1})
         env = {**os.environ, "PYTHONPATH": ROOT, "REDIS_URL": srv.url, "INGESTER_RELAY_HOSTS": url, "SHARD_COUNT": "4",
                "INGESTER_START_CURSOR": "0", "METRICS_PORT": "0", "INGESTER_HIGH_WATER_MARK": "10000000",
                "INGESTER_LOW_WATER_MARK": "5000000", "LOG_LEVEL": "warning", "SUMMARY_INTERVAL_S": "3600"}
         ingester = subprocess.Popen([sys.executable, "-m", "fleet.ingester"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
         if cores >= 2:
-            _pin(ingester.pid, {0})
+            pin(ingester.pid, {0})
         r = redis.Redis.from_url(srv.url)
         key = relay_cursor_key(FIREHOSE_LIVE, url)
         deadline = time.monotonic() + 600

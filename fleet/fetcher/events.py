@@ -24,18 +24,16 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterator
 
-import libipld
 from cbrrr import CID, _cbrrr
 
 from fleet.codec.atjson import dump_record_bytes, dumps
 from fleet.codec.cid import cid_to_str
 from fleet.codec.firehose import SEQ_BACKFILL
 
-from .repo import MAX_MST_DEPTH, RepoError, cid_text
+from .repo import RepoError, cid_text, read_node
 
 CHUNK = 500  # items per chunk: records per XADD_EVENTS call of the fetcher
 
-_decode_node = libipld.decode_dag_cbor
 _decode_record = _cbrrr.decode_dag_cbor  # (raw, cid_ctor, atjson_mode) -> (object, bytes read)
 
 
@@ -99,17 +97,7 @@ def create_event_chunks(
         if depth.__class__ is bytes:  # an entry pushed behind a subtree
             pend((item, depth))
         else:
-            if depth > MAX_MST_DEPTH:
-                raise RepoError("bad_mst", "tree too deep")
-            raw = get(item)
-            if raw is None:
-                raise RepoError("missing_block", f"MST node {cid_to_str(item)}")
-            try:
-                node = _decode_node(raw)
-                left = node.get("l")
-                entries = node["e"]
-            except Exception as e:
-                raise RepoError("bad_mst", f"node {cid_to_str(item)}: {e}") from None
+            left, entries = read_node(get, item, depth)
             # This node's in-order sequence: the entries before its first subtree go straight to
             # ``pending``; from the first subtree on, the sequence is pushed reversed (``rest``).
             down = depth + 1

@@ -104,6 +104,21 @@ def open_repo(car: bytes, expect_did: str | None = None, verify_hashes: bool = T
     return Commit(cid=roots[0], did=did, rev=rev, data=data, version=version, sig=sig, fields=c), blocks
 
 
+def read_node(get: Callable[[bytes], bytes | None], cid: bytes, depth: int) -> tuple[Any, Any]:
+    """(left subtree CID or None, entries) of the MST node ``cid`` at ``depth``; RepoError for a
+    tree too deep, a missing block or a node that is not one."""
+    if depth > MAX_MST_DEPTH:
+        raise RepoError("bad_mst", "tree too deep")
+    raw = get(cid)
+    if raw is None:
+        raise RepoError("missing_block", f"MST node {cid_to_str(cid)}")
+    try:
+        node = libipld.decode_dag_cbor(raw)
+        return node.get("l"), node["e"]
+    except Exception as e:
+        raise RepoError("bad_mst", f"node {cid_to_str(cid)}: {e}") from None
+
+
 def walk_mst(blocks: dict[bytes, bytes], root: bytes) -> Iterator[tuple[str, bytes]]:
     """Every (key, value CID) of the MST rooted at ``root``, in key order.
 
@@ -118,17 +133,7 @@ def walk_mst(blocks: dict[bytes, bytes], root: bytes) -> Iterator[tuple[str, byt
         if depth < 0:
             yield item
             continue
-        if depth > MAX_MST_DEPTH:
-            raise RepoError("bad_mst", "tree too deep")
-        raw = blocks.get(item)
-        if raw is None:
-            raise RepoError("missing_block", f"MST node {cid_to_str(item)}")
-        try:
-            node = libipld.decode_dag_cbor(raw)
-            left = node.get("l")
-            entries = node["e"]
-        except Exception as e:
-            raise RepoError("bad_mst", f"node {cid_to_str(item)}: {e}") from None
+        left, entries = read_node(blocks.get, item, depth)
         # This node's in-order sequence, pushed reversed.
         seq: list[tuple[Any, int]] = []
         down = depth + 1
