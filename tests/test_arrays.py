@@ -53,3 +53,33 @@ def test_the_dumper_is_the_fast_one():
     assert d.dump(['a"b', "c\\d", ""]) == b'{"a\\"b","c\\\\d",""}'
     assert d.dump([1, 22, -3]) == b"{1,22,-3}"
     assert d.dump([None, None]) == b"{NULL,NULL}"
+
+
+def test_strings_mixed_with_null_round_trip(conn):
+    values = [None, *STRINGS, None, "x", None]
+    assert _roundtrip(conn, values, "varchar[]") == values
+    assert _roundtrip(conn, ["a", None, ""], "varchar[]") == ["a", None, ""]
+    d = arrays.FastListDumper(list)
+    assert d.dump(["a", None, 'b"']) == b'{"a",NULL,"b\\""}'
+    assert d.dump([None, "c\\d"]) == b'{NULL,"c\\\\d"}'
+
+
+def test_mixed_types_and_nul_after_null_keep_psycopgs_errors(conn):
+    with pytest.raises(psycopg.DataError, match="0x00"):
+        _roundtrip(conn, [None, "bad\x00byte"], "varchar[]")
+    with pytest.raises(psycopg.DataError, match="mixed types"):
+        _roundtrip(conn, ["a", 1], "varchar[]")
+    with pytest.raises(psycopg.DataError, match="mixed types"):
+        _roundtrip(conn, [None, "a", 1], "varchar[]")
+
+
+def test_a_string_list_gets_the_key_and_oid_psycopgs_scan_gives():
+    from psycopg.adapt import PyFormat, Transformer
+
+    fast = Transformer()
+    for fmt in (PyFormat.AUTO, PyFormat.TEXT):
+        for values in (["a", "b"], ["a", None], [None, "a"]):
+            d = fast.get_dumper(values, fmt)
+            assert isinstance(d, arrays.FastListDumper)
+            assert d.oid == 0  # unknown, as psycopg's own ListDumper gives for str elements
+            assert d.get_key(values, fmt) == (list, str)

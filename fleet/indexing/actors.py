@@ -102,13 +102,16 @@ def _ts_text(value: str) -> float | None:
 
 def needs_handle_reindex(row: dict | None, time: str) -> bool:
     """``needsHandleReindex``: no row; row a day old; NULL handle and row an hour old."""
-    if row is None:
-        return True
-    now, then = _ts(time), _ts(row["indexedAt"])
+    return True if row is None else handle_due(row["handle"], row["indexedAt"], time)
+
+
+def handle_due(handle: Any, indexed_at: Any, time: str) -> bool:
+    """``needs_handle_reindex`` of an actor row given as its handle and ``indexedAt``."""
+    now, then = _ts(time), _ts(indexed_at)
     if now is None or then is None:
         return True
     diff = now - then
-    return diff > DAY_S or (row["handle"] is None and diff > HOUR_S)
+    return diff > DAY_S or (handle is None and diff > HOUR_S)
 
 
 async def verified_handle(resolver: Any, did: str, fresh: bool) -> str | None:
