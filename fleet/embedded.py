@@ -104,6 +104,12 @@ class Postgres:
     def url(self) -> str:
         return f"postgresql://{self.user}@127.0.0.1:{self.port}/postgres"
 
+    @property
+    def socket_url(self) -> str:
+        """The same server through its Unix socket (in the data directory): cheaper than TCP
+        for a client on the same machine."""
+        return f"postgresql://{self.user}@/postgres?host={os.path.abspath(self.datadir)}&port={self.port}"
+
     def _as_owner(self) -> list[str]:
         if os.geteuid() != 0:
             return []

@@ -29,6 +29,11 @@ workers busy: 6.5 CPU seconds in a 19-second measurement (2026-12-03, ``record``
 Vacuum keeps its defaults (its work per inserted row is the same at any size).
 ``--stale-stats`` keeps PostgreSQL's defaults throughout.
 
+Connection: the indexers and the ceiling's ``COPY`` reach PostgreSQL through its Unix socket,
+as a deployment with PostgreSQL on the same machine should (``DATABASE_URL=postgresql://user@/db?host=/var/run/postgresql``;
+README, Configuration). Over TCP on 127.0.0.1 the indexer spent about a sixth of its CPU in
+``send()`` (py-spy --native, 2026-12-03); ``--tcp`` measures that way.
+
 5. CPU time per event between the 10 % and 90 % marks, of the indexer processes and of the
    PostgreSQL backends serving them (``/proc``): what a shard costs, less sensitive than the
    rate to other work sharing the machine.
@@ -266,7 +271,8 @@ def _analyze_after(conn: Any, fraction: float) -> None:
     conn.execute("SELECT pg_reload_conf()")
 
 
-def run(quick: bool = False, events: int | None = None, shards: int = 2, batch: int = 500, stale_stats: bool = False) -> list[dict]:
+def run(quick: bool = False, events: int | None = None, shards: int = 2, batch: int = 500, stale_stats: bool = False,
+        tcp: bool = False) -> list[dict]:
     n = events or (20_000 if quick else 200_000)
     tmp = tempfile.mkdtemp(prefix="bench-index-")
     os.chmod(tmp, 0o755)
@@ -275,8 +281,9 @@ def run(quick: bool = False, events: int | None = None, shards: int = 2, batch: 
     try:
         if not stale_stats:
             _fresh_statistics(pg.url)
-        m = measure(rs.url, pg.url, n, shards, batch, steady_stats=not stale_stats)
-        fresh = measure(rs.url, pg.url, n, shards, batch, min_age=0, ceiling=False, steady_stats=not stale_stats)
+        db = pg.url if tcp else pg.socket_url  # indexers, ceiling and CPU readings alike
+        m = measure(rs.url, db, n, shards, batch, steady_stats=not stale_stats)
+        fresh = measure(rs.url, db, n, shards, batch, min_age=0, ceiling=False, steady_stats=not stale_stats)
         loop_rate = runtime_alone(rs.url, pg.url, 20_000 if quick else 100_000)
     finally:
         rs.stop()
@@ -304,8 +311,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shards", type=int, default=2)
     p.add_argument("--batch", type=int, default=500, help="INDEXER_BATCH_SIZE of the indexers")
     p.add_argument("--stale-stats", action="store_true", help="default autovacuum (one-minute nap): plans of empty tables")
+    p.add_argument("--tcp", action="store_true", help="connect to PostgreSQL over TCP 127.0.0.1 instead of its Unix socket")
     a = p.parse_args(argv)
-    for row in run(a.quick, a.events, a.shards, a.batch, a.stale_stats):
+    for row in run(a.quick, a.events, a.shards, a.batch, a.stale_stats, a.tcp):
         ceil = f"  ceiling {row['ceiling']:.0f}  ratio {row['ratio']:.2f}" if row["ceiling"] else ""
         print(f"{row['name']:<60} {row['value']:>12.1f} {row['unit']}{ceil}")
     return 0
