@@ -27,7 +27,6 @@ from typing import Any, Callable, Iterator
 from cbrrr import CID, _cbrrr
 
 from fleet.codec.atjson import dump_record_bytes, dumps
-from fleet.codec.cid import cid_to_str
 from fleet.codec.firehose import SEQ_BACKFILL
 
 from .repo import RepoError, cid_text, read_node
@@ -102,29 +101,15 @@ def create_event_chunks(
             # ``pending``; from the first subtree on, the sequence is pushed reversed (``rest``).
             down = depth + 1
             rest: list[tuple[Any, Any]] | None = None if left is None else [(left, down)]
-            prev = b""
-            try:
-                for e in entries:
-                    key = prev[: e["p"]] + e["k"]
-                    val = e["v"]
-                    right = e.get("t")
-                    if val.__class__ is not bytes or (right is not None and right.__class__ is not bytes):
-                        raise TypeError("v/t is not a CID")
-                    if not key.isascii():
-                        key.decode("utf-8")
-                    prev = key
-                    if rest is None:
-                        pend((key, val))
-                        if right is not None:
-                            rest = [(right, down)]
-                    else:
-                        rest.append((key, val))
-                        if right is not None:
-                            rest.append((right, down))
-            except UnicodeDecodeError:
-                raise RepoError("bad_mst", "key is not UTF-8") from None
-            except Exception as ex:
-                raise RepoError("bad_mst", f"entry in {cid_to_str(item)}: {ex}") from None
+            for key, val, right in entries:
+                if rest is None:
+                    pend((key, val))
+                    if right is not None:
+                        rest = [(right, down)]
+                else:
+                    rest.append((key, val))
+                    if right is not None:
+                        rest.append((right, down))
             if rest is not None:
                 rest.reverse()
                 stack.extend(rest)

@@ -104,9 +104,11 @@ def open_repo(car: bytes, expect_did: str | None = None, verify_hashes: bool = T
     return Commit(cid=roots[0], did=did, rev=rev, data=data, version=version, sig=sig, fields=c), blocks
 
 
-def read_node(get: Callable[[bytes], bytes | None], cid: bytes, depth: int) -> tuple[Any, Any]:
-    """(left subtree CID or None, entries) of the MST node ``cid`` at ``depth``; RepoError for a
-    tree too deep, a missing block or a node that is not one."""
+def read_node(get: Callable[[bytes], bytes | None], cid: bytes, depth: int) -> tuple[Any, list[tuple[bytes, bytes, Any]]]:
+    """(left subtree CID or None, [(full key, value CID, right subtree CID or None), ...]) of
+    the MST node ``cid`` at ``depth``, keys rebuilt from their shared prefixes and checked
+    (UTF-8), CIDs checked to be links; RepoError for a tree too deep, a missing block or a
+    node or entry that is not one."""
     if depth > MAX_MST_DEPTH:
         raise RepoError("bad_mst", "tree too deep")
     raw = get(cid)
@@ -114,9 +116,28 @@ def read_node(get: Callable[[bytes], bytes | None], cid: bytes, depth: int) -> t
         raise RepoError("missing_block", f"MST node {cid_to_str(cid)}")
     try:
         node = libipld.decode_dag_cbor(raw)
-        return node.get("l"), node["e"]
+        left, entries = node.get("l"), node["e"]
     except Exception as e:
         raise RepoError("bad_mst", f"node {cid_to_str(cid)}: {e}") from None
+    out: list[tuple[bytes, bytes, Any]] = []
+    add = out.append
+    prev = b""
+    try:
+        for e in entries:
+            key = prev[: e["p"]] + e["k"]
+            val = e["v"]
+            right = e.get("t")
+            if val.__class__ is not bytes or (right is not None and right.__class__ is not bytes):
+                raise TypeError("v/t is not a CID")
+            if not key.isascii():
+                key.decode("utf-8")
+            prev = key
+            add((key, val, right))
+    except UnicodeDecodeError:
+        raise RepoError("bad_mst", "key is not UTF-8") from None
+    except Exception as ex:
+        raise RepoError("bad_mst", f"entry in {cid_to_str(cid)}: {ex}") from None
+    return left, out
 
 
 def walk_mst(blocks: dict[bytes, bytes], root: bytes) -> Iterator[tuple[str, bytes]]:
@@ -139,22 +160,10 @@ def walk_mst(blocks: dict[bytes, bytes], root: bytes) -> Iterator[tuple[str, byt
         down = depth + 1
         if left is not None:
             seq.append((left, down))
-        prev = b""
-        try:
-            for e in entries:
-                key = prev[: e["p"]] + e["k"]
-                val = e["v"]
-                right = e.get("t")
-                if val.__class__ is not bytes or (right is not None and right.__class__ is not bytes):
-                    raise TypeError("v/t is not a CID")
-                prev = key
-                seq.append(((key.decode("utf-8"), val), -1))
-                if right is not None:
-                    seq.append((right, down))
-        except UnicodeDecodeError:
-            raise RepoError("bad_mst", "key is not UTF-8") from None
-        except Exception as ex:
-            raise RepoError("bad_mst", f"entry in {cid_to_str(item)}: {ex}") from None
+        for key, val, right in entries:
+            seq.append(((key.decode("utf-8"), val), -1))
+            if right is not None:
+                seq.append((right, down))
         seq.reverse()
         stack.extend(seq)
 
