@@ -43,6 +43,19 @@ Cross-shard order (``order.py``): notifications are stamped with the seq of thei
 repost whose subject was deleted or updated after it loses its feed item (``order.after_insert``
 rule 4, one query per chunk: ``purged_after_many``).
 
+**Plain inserts.** A chunk's creates have the verdict 'create', which the rev guard gives only
+when no ``record`` row holds the uri (``processor.decide``; the guards are loaded with the
+batch and kept current by every write of it, and only this shard writes the account's records).
+A record's row in its collection's table, and a post's ``feed_item``, exist only with its
+``record`` row. So the ``record`` and ``post`` rows (and the post's ``feed_item``) are written
+with plain ``INSERT``s, and the like/repost/follow/block rows with the duplicate key as the only
+arbiter (``ON CONFLICT (creator, key) DO NOTHING``): the check that ``ON CONFLICT`` makes before
+each row costs one index descent per arbiter index (``ExecCheckIndexConstraints``: 13.6 % of the
+PostgreSQL backend's CPU on the benchmark mix with every unique index an arbiter, perf,
+2026-12-04). Were that invariant ever broken, the unique violation fails the batch, which the
+facade applies again event by event on the per-event path, whose writes keep their
+``ON CONFLICT`` clauses.
+
 Failures: any exception leaves the batch to the facade, which rolls back and re-applies it one
 event per savepoint on the per-event path, so a poison event fails alone as before.
 
@@ -520,7 +533,7 @@ async def _write_creates(
         cols = [list(c) for c in zip(*[(op.uri, op.cid, op.did, op.json, op.indexed_at, op.rev, op.seq) for op in all_ops])]
         await tx.execute(
             'INSERT INTO record (uri, cid, did, json, "indexedAt", rev, seq) '
-            f"SELECT * FROM unnest({_array_types(6)}, %s::bigint[]) ON CONFLICT DO NOTHING",
+            f"SELECT * FROM unnest({_array_types(6)}, %s::bigint[])",  # no row holds these uris (module doc, Plain inserts)
             cols,
         )
     profiles = [op for op in all_ops if op.collection == PROFILE]
@@ -603,7 +616,7 @@ async def purged_after_many(tx: Any, pairs: list[tuple[Any, Optional[int]]]) -> 
 
 
 async def _insert_rows(tx: Any, coll: str, ops: list[Any]) -> dict[str, dict[str, Any]]:
-    """Multi-row ``INSERT ... ON CONFLICT DO NOTHING`` in event order: {uri: row} of the rows
+    """Multi-row ``INSERT ... ON CONFLICT (creator, key) DO NOTHING`` in event order: {uri: row} of the rows
     written. Only their uris and generated ``sortAt`` (the database's collation decides
     ``LEAST``) come back; the rest of each row is the one sent, which is what ``RETURNING *``
     would return, without loading it again."""
@@ -615,7 +628,11 @@ async def _insert_rows(tx: Any, coll: str, ops: list[Any]) -> dict[str, dict[str
     select = (
         f"SELECT {', '.join(names)} FROM unnest({_array_types(n)}) WITH ORDINALITY AS v({', '.join(names)}, ord) ORDER BY ord"
     )
-    head = f'INSERT INTO {t.name} ({", ".join(t.columns)}) {select} ON CONFLICT DO NOTHING RETURNING uri, "sortAt"'  # noqa: S608 (constants)
+    # the duplicate key is the only arbiter: the uri holds no row (module doc, Plain inserts)
+    head = (
+        f'INSERT INTO {t.name} ({", ".join(t.columns)}) {select} '  # noqa: S608 (constants)
+        f'ON CONFLICT (creator, {t.key_column}) DO NOTHING RETURNING uri, "sortAt"'
+    )
     params: list[Any] = list(values)
     if coll == REPOST:
         # the plugin writes the feed_item in the same statement, whether or not the repost is new

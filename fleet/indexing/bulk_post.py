@@ -233,7 +233,7 @@ async def _insert_posts(tx: Any, ops: list[RecordOp], flags: list[tuple[Any, Any
             'INSERT INTO post (uri, cid, creator, text, "createdAt", "replyRoot", "replyRootCid", "replyParent", '
             '"replyParentCid", langs, tags, "indexedAt", "invalidReplyRoot", "violatesThreadGate", "violatesEmbeddingRules") '
             "SELECT uri, cid, creator, text, created, root, rootcid, parent, parentcid, langs::jsonb, tags::jsonb, indexed, "
-            "inv, vio, emb FROM k ORDER BY ord ON CONFLICT DO NOTHING RETURNING *",
+            "inv, vio, emb FROM k ORDER BY ord RETURNING *",  # no row holds these uris (bulk.py, Plain inserts)
             cols,
         )
         return {r["uri"]: r for r in await cur.fetchall()}
