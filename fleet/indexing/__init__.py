@@ -131,7 +131,11 @@ class Indexer:
         """Runs of simple events through ``bulk``, everything else one by one (``bulk.plan``)."""
 
         async def one(ev: dict[str, Any]) -> None:
-            env.due = None  # the per-event path may write actor rows
+            # the per-event path may write actor rows: an account or identity event, or the handle
+            # check of a record event whose account ``plan`` found due; other record events write
+            # none, so the accounts found due stay the answer (``bulk._actor_effects``)
+            if env.due is not None and (ev.get("type") not in RECORD_TYPES or ev.get("did") in env.due):
+                env.due = None
             await self._apply_one(conn, ev, guards, fx)
 
         env = bulkmod.Env(
