@@ -73,13 +73,36 @@ def test_mixed_types_and_nul_after_null_keep_psycopgs_errors(conn):
         _roundtrip(conn, [None, "a", 1], "varchar[]")
 
 
-def test_a_string_list_gets_the_key_and_oid_psycopgs_scan_gives():
+def test_a_string_list_gets_the_key_and_oid_psycopgs_scan_gives_in_text():
     from psycopg.adapt import PyFormat, Transformer
 
     fast = Transformer()
-    for fmt in (PyFormat.AUTO, PyFormat.TEXT):
-        for values in (["a", "b"], ["a", None], [None, "a"]):
-            d = fast.get_dumper(values, fmt)
-            assert isinstance(d, arrays.FastListDumper)
-            assert d.oid == 0  # unknown, as psycopg's own ListDumper gives for str elements
-            assert d.get_key(values, fmt) == (list, str)
+    for values in (["a", "b"], ["a", None], [None, "a"]):
+        d = fast.get_dumper(values, PyFormat.TEXT)
+        assert isinstance(d, arrays.FastListDumper)
+        assert d.oid == 0  # unknown, as psycopg's own ListDumper gives for str elements
+        assert d.get_key(values, PyFormat.TEXT) == (list, str)
+    d = fast.get_dumper([None, "a"], PyFormat.AUTO)  # first element not a string: text, as before
+    assert isinstance(d, arrays.FastListDumper) and d.oid == 0
+
+
+def test_a_string_list_in_percent_s_is_sent_as_a_binary_varchar_array(conn):
+    from psycopg.adapt import PyFormat, Transformer
+
+    d = Transformer().get_dumper(["a", None], PyFormat.AUTO)
+    assert isinstance(d, arrays.BinaryStrListDumper)
+    assert d.oid == arrays.VARCHAR_ARRAY_OID and d.format == psycopg.pq.Format.BINARY
+    assert conn.execute("SELECT pg_typeof(%s)::text", (["a", "b"],)).fetchone()[0] == "character varying[]"
+    # the exact bytes of array_send: 1 dimension, no nulls, varchar elements, 2 elements from 1
+    assert d.dump(["ab", ""]) == b"\0\0\0\x01\0\0\0\0\0\0\x04\x13\0\0\0\x02\0\0\0\x01\0\0\0\x02ab\0\0\0\0"
+    assert d.dump(["a", None]) == b"\0\0\0\x01\0\0\0\x01\0\0\x04\x13\0\0\0\x02\0\0\0\x01\0\0\0\x01a\xff\xff\xff\xff"
+
+
+def test_binary_string_lists_round_trip_long_unicode_and_null(conn):
+    long = ["x" * 5000, "ü" * 3000, "short"]  # lengths past the 4 KiB table, multi-byte UTF-8
+    for values in (long, STRINGS, [*STRINGS, None, ""], ["a", None, None, "b"], ["only"]):
+        assert _roundtrip(conn, values, "varchar[]") == values
+        assert _roundtrip(conn, values, "text[]") == values
+    got = conn.execute("SELECT u FROM unnest(%s::varchar[]) WITH ORDINALITY AS t(u, o) ORDER BY o", (long,)).fetchall()
+    assert [r[0] for r in got] == long
+    assert conn.execute("SELECT 'b'::text = ANY(%s)", (["a", "b"],)).fetchone()[0] is True
