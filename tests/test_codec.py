@@ -241,3 +241,35 @@ def test_a_commit_whose_ops_are_all_filtered_still_yields_its_commit_as_a_sync_e
                            "commit": unfiltered[0]["commit"], "rev": unfiltered[0]["rev"]}]
         found += 1
     assert found >= 3  # the small corpus has com.example.* commits
+
+
+@pytest.mark.parametrize("name", ["small", "edge"])
+def test_stream_entries_read_back_as_ujson_reads_them(name):
+    """``atjson.loads_stream_entry`` (orjson with a round-trip check) equals ``atjson.loads`` on
+    every event the ingester writes for the corpus, type for type."""
+    import ujson
+
+    from tools.parity import corpus_events
+
+    for ev in corpus_events(os.path.join(CORPUS, name)):
+        raw = atjson.dumps(ev).encode()
+        got = atjson.loads_stream_entry(raw)
+        assert got == ev and ujson.dumps(got) == ujson.dumps(atjson.loads(raw))
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"a":-9223372036854775809}', b'{"a":-18446744073709551616}', b'{"a":18446744073709551615}',
+    b'{"a":123456789012345678901234567890}', b'{"a":-9223372036854775808,"b":9223372036854775807}',
+    b'{"a": 1}', b'{"t":"caf\\u00e9 \\/ x"}', b'{"t":"\\ud83d\\ude00"}', b'{"x":[true,false,null,"",0]}',
+])  # fmt: skip
+def test_stream_entries_with_big_integers_or_foreign_spelling_are_read_as_ujson_reads_them(raw):
+    import ujson
+
+    got = atjson.loads_stream_entry(raw)
+    assert got == ujson.loads(raw) and ujson.dumps(got) == ujson.dumps(ujson.loads(raw))
+    assert all(type(v) is not float for v in got.values())
+
+
+def test_a_stream_entry_that_is_not_json_raises_a_value_error():
+    with pytest.raises(ValueError):
+        atjson.loads_stream_entry(b'{"event": ')

@@ -16,6 +16,7 @@ import orjson
 import ujson
 
 _orjson_dumps = orjson.dumps
+_orjson_loads = orjson.loads
 
 
 class RecordDecodeError(ValueError):
@@ -40,6 +41,22 @@ def dumps(obj: Any) -> str:
 
 def loads(text: str | bytes) -> Any:
     return ujson.loads(text)
+
+
+def loads_stream_entry(raw: bytes) -> Any:
+    """``loads(raw)`` for a stream entry's JSON, faster: orjson parses it (2-3 times quicker than
+    ujson) and its result is kept only when orjson writes it back as exactly ``raw``, which is
+    the case for every entry this fleet's ingester and fetcher write (``dumps``,
+    ``dump_record_bytes``: every event of both corpora and of the benchmark mix). Anything else
+    (another producer's spacing or escapes; an integer orjson reads as a float, below -2^63 or
+    beyond 2^64, whose text then differs) is parsed by ujson, the reference, as before."""
+    try:
+        obj = _orjson_loads(raw)
+    except ValueError:  # orjson.JSONDecodeError: ujson decides (and raises its own error)
+        return ujson.loads(raw)
+    if _orjson_dumps(obj) != raw:
+        return ujson.loads(raw)
+    return obj
 
 
 def dump_record_bytes(obj: Any) -> bytes:

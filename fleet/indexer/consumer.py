@@ -34,10 +34,10 @@ from typing import Any
 
 import psycopg
 import redis.exceptions
-import ujson
 from psycopg_pool import PoolTimeout
 
 from .. import streams
+from ..codec.atjson import loads_stream_entry
 from ..db.pool import record_stats
 from ..log import Logger
 from . import metrics as m
@@ -243,7 +243,7 @@ class ShardConsumer:
             try:
                 if raw is None:
                     raise ValueError("entry has no 'event' field")
-                ev = ujson.loads(raw)
+                ev = loads_stream_entry(raw)
                 if not isinstance(ev, dict) or not isinstance(ev.get("type"), str):
                     raise ValueError("event is not an object with a 'type'")
             except ValueError as exc:
