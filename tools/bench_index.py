@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import shutil
 import signal
@@ -65,6 +64,7 @@ import redis as syncredis  # noqa: E402
 from psycopg import sql  # noqa: E402
 
 from fleet import embedded, streams  # noqa: E402
+from fleet.codec import atjson  # noqa: E402
 from fleet.shard import shard  # noqa: E402
 from tools.bench_indexing_path import _cpu_seconds, copy_ceiling, dids_of, fresh_schema, seed_actors, synthetic_events  # noqa: E402
 
@@ -79,10 +79,11 @@ WARMUP_ANALYZE = 0.05  # autovacuum_analyze_scale_factor before the 10 % mark (t
 
 
 def fill_streams(redis_url: str, events: list[dict[str, Any]], shards: int) -> None:
+    """The events as the ingester writes them (``atjson.dumps``: compact, unescaped)."""
     r = syncredis.Redis.from_url(redis_url)
     p = r.pipeline(transaction=False)
     for i, ev in enumerate(events):
-        p.xadd(streams.shard_stream(streams.FIREHOSE_LIVE, shard(ev["did"], shards), shards), {"event": json.dumps(ev)})
+        p.xadd(streams.shard_stream(streams.FIREHOSE_LIVE, shard(ev["did"], shards), shards), {"event": atjson.dumps(ev)})
         if i % 2000 == 1999:
             p.execute()
     p.execute()
