@@ -25,12 +25,18 @@ def validator(nsid: str) -> Callable[[dict[str, Any]], None]:
     Until the lexicon package is present only the shape is checked (a JSON object).
     """
 
+    check: list[Callable[[dict[str, Any]], None]] = []  # the collection's checker, bound at the first record
+
     def validate(record: dict[str, Any]) -> None:
         if not isinstance(record, dict):
             raise InvalidRecord(f"{nsid}: record is not an object")
-        fn = _lexicon_validate()
-        if fn is not None:
-            fn(nsid, record)
+        if not check:
+            if _lexicon_validate() is None:
+                return
+            from ..lexicon import validator_for
+
+            check.append(validator_for(nsid))
+        check[0](record)
 
     return validate
 

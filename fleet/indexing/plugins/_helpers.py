@@ -47,12 +47,16 @@ def uri_host(uri: Any) -> str:
 def validator(collection: str) -> Callable[[dict[str, Any]], None]:
     """The lexicon check for ``collection``: ``fleet.indexing.lexicon.validate`` once it exists."""
 
+    check: list[Callable[[dict[str, Any]], None]] = []  # bound at the first record (an import per call cost ~1 us)
+
     def validate(record: dict[str, Any]) -> None:
-        try:
-            from ..lexicon import validate as lex_validate  # C4's module; optional until it lands
-        except ImportError:
-            return
-        lex_validate(collection, record)
+        if not check:
+            try:
+                from ..lexicon import validator_for  # C4's module; optional until it lands
+            except ImportError:
+                return
+            check.append(validator_for(collection))
+        check[0](record)
 
     return validate
 
