@@ -13,6 +13,9 @@ compared by running this script in each (it measures the code it is run from):
   PostgreSQL; run for ``--base`` and for ``--events`` events, the difference divided by the
   difference in events, so start-up, imports and the event generator cancel out
   (``PYTHONHASHSEED=0``: set and dict order, and so the instructions, repeat).
+* **indexer process** (``process``): ``python -m fleet.indexer`` (one shard) under callgrind,
+  draining a stream filled as the ingester fills it, for ``--base`` and ``--events`` entries:
+  the runtime (read, parse, acknowledge) as well as the indexing.
 * **PostgreSQL backend** (``postgres``): a throwaway server started under callgrind (every
   backend traced); the first third of the events is applied on one connection (warm-up:
   tables, caches, prepared statements), ``ANALYZE``, then the rest on a second connection,
@@ -92,6 +95,60 @@ def python_side(events: int, base: int, tmp: str) -> float:
         pg.stop()
 
 
+def process_side(events: int, base: int, tmp: str) -> float:
+    """Instructions per event of ``python -m fleet.indexer`` (one shard) draining entries from Redis
+    written as the ingester writes them: the runtime (read, parse, ack) and the indexing."""
+    import asyncio
+
+    import redis as syncredis
+
+    from fleet import streams
+    from fleet.codec import atjson
+    from tools.bench_indexing_path import dids_of, fresh_schema, seed_actors, synthetic_events
+
+    vg = _need_valgrind()
+    rs = embedded.Redis(os.path.join(tmp, "redis"), embedded.free_port()).start()
+    pg = embedded.Postgres(os.path.join(tmp, "pg-proc"), embedded.free_port()).start()
+    counts = []
+    try:
+        for n in (base, events):
+            evs = synthetic_events(n, seed=1, min_age=MIN_AGE)
+            fresh_schema(pg.socket_url, SCHEMA)
+
+            async def seed() -> None:
+                async with await psycopg.AsyncConnection.connect(pg.socket_url) as conn:
+                    await conn.execute(f"SET search_path TO {SCHEMA}, public")
+                    await seed_actors(conn, dids_of(evs))
+                    await conn.commit()
+
+            asyncio.run(seed())
+            with syncredis.Redis.from_url(rs.url) as r:
+                r.flushdb()
+                p = r.pipeline(transaction=False)
+                for ev in evs:
+                    p.xadd(streams.FIREHOSE_LIVE, {"event": atjson.dumps(ev)})
+                p.execute()
+                env = {**os.environ, "PYTHONPATH": ROOT, "PYTHONHASHSEED": "0", "REDIS_URL": rs.url, "DATABASE_URL": pg.socket_url,
+                       "DATABASE_SCHEMA": SCHEMA, "SHARD_COUNT": "1", "SHARDS": "0", "INDEXER_BATCH_SIZE": "500",
+                       "INDEXER_RESOLVE_HANDLES": "false", "DB_POOL_SIZE": "2", "METRICS_PORT": "0", "LOG_LEVEL": "warning"}  # fmt: skip
+                out = os.path.join(tmp, f"proc.{n}.cg")
+                proc = subprocess.Popen([vg, "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, "-m", "fleet.indexer"],
+                                        env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                deadline = time.monotonic() + 900
+                while r.xlen(streams.FIREHOSE_LIVE) > 0:  # acknowledged entries are deleted (XACK+XDEL)
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        proc.kill()
+                        raise RuntimeError("the indexer under callgrind exited or did not drain its stream")
+                    time.sleep(0.5)
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(300)
+            counts.append(_total(out))
+    finally:
+        rs.stop()
+        pg.stop()
+    return (counts[1] - counts[0]) / (events - base)
+
+
 def postgres_side(events: int, tmp: str) -> float:
     """Instructions per event of the PostgreSQL backend that applied the measured events."""
     vg = _need_valgrind()
@@ -163,14 +220,17 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     p.add_argument("--events", type=int, default=6000)
     p.add_argument("--base", type=int, default=2000, help="the shorter run of the indexer side")
-    p.add_argument("--side", choices=("both", "python", "postgres"), default="both")
+    p.add_argument("--side", choices=("both", "python", "process", "postgres", "all"), default="both",
+                   help="both: python and postgres; process: the whole indexer process reading Redis; all: the three")
     a = p.parse_args(argv)
     tmp = tempfile.mkdtemp(prefix="bench-instr-")
     os.chmod(tmp, 0o755)
     try:
-        if a.side in ("both", "python"):
+        if a.side in ("both", "python", "all"):
             print(f"indexer instructions per event      {python_side(a.events, a.base, tmp):>12,.0f}  ({a.events} - {a.base} events)")
-        if a.side in ("both", "postgres"):
+        if a.side in ("process", "all"):
+            print(f"indexer process (runtime) instr/ev  {process_side(a.events, a.base, tmp):>12,.0f}  ({a.events} - {a.base} events from Redis)")
+        if a.side in ("both", "postgres", "all"):
             print(f"postgres backend instructions/event {postgres_side(a.events, tmp):>12,.0f}  ({a.events - a.events // 3} events after {a.events // 3})")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
