@@ -1,6 +1,6 @@
 """Instructions per event of the indexing, on both sides, counted by callgrind: a noise-free A/B.
 
-    python tools/bench_instructions.py [--events 6000] [--base 2000] [--side both|python|postgres]
+    python tools/bench_instructions.py [--events 6000] [--base 2000] [--side both|python|process|postgres|all]
 
 On this shared 2-core VM the same benchmark run twice moves by ±15-25 % (``bench_index.py``),
 which hides the few per cent one change is worth. ``valgrind --tool=callgrind`` counts
