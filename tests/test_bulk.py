@@ -178,6 +178,22 @@ def test_a_poison_event_in_a_bulk_run_fails_alone(database_url):
     assert {r[0].rsplit("/", 1)[1] for r in fast["follow"]} == {"g4"}
 
 
+def test_a_batch_applied_one_by_one_after_a_failure_drops_an_unindexed_accounts_earlier_notifications(database_url):
+    """A like and a follow by B, then B's account deleted, in one batch that a poison event sends
+    to the one-by-one path: the deletion removes B's notifications queued by the earlier events of
+    the batch too (each event's effects are merged into the batch's before the flush), as the
+    fast path and separate batches do."""
+    p = uri(A, POST, "3pa")
+    bad = dict(like(C, "z2", p), time=None)  # a real failure: the batch is applied again one by one
+    _seq[0] += 1
+    gone = {"type": "account", "seq": _seq[0], "time": "2025-01-01T12:30:00.000Z", "did": B, "active": False, "status": "deleted"}
+    batch = [like(B, "z1", p), follow(B, "z3", A), like(C, "z4", p), bad, gone]
+    fast, failed = _compare(database_url, [[post(A, "3pa")], batch], [A, B, C], fallbacks=1)
+    assert failed == [[], [(3, "NotNullViolation")]]
+    authors = {r[3] for r in fast.get("notification", [])}
+    assert B not in authors and C in authors
+
+
 def test_likes_and_post_creates_form_one_bulk_run(database_url):
     migrate(database_url, "bulk")
     p = uri(A, POST, "3pa")

@@ -4,7 +4,9 @@ The official processor deletes the notifications of a removed record (``recordUr
 toDelete``) and inserts the new ones inside the write's transaction, dropping those whose
 thread the recipient muted. Here a batch collects both and ``flush`` applies them with one
 ``DELETE`` and one multi-row ``INSERT``; a delete also cancels the notifications the same batch
-queued for that record, so the result equals applying each event in turn.
+queued for that record, and an unindexed account (``drop_actor``) those to or from it, also when
+a batch applied one event per savepoint merges each event's buffer into the batch's
+(``extend_from``), so the result equals applying each event in turn.
 
 Metrics: ``rsky_indexing_notifications_total{op}`` (op = insert, delete, muted).
 """
@@ -24,6 +26,7 @@ class NotifBuffer:
     def __init__(self) -> None:
         self.pending: list[Notif] = []
         self.deleted: set[str] = set()
+        self.dropped: set[str] = set()  # accounts unindexed (``drop_actor``): what a merge must drop too
 
     def add(self, notifs: Iterable[Notif]) -> None:
         self.pending.extend(notifs)
@@ -37,10 +40,15 @@ class NotifBuffer:
 
     def drop_actor(self, did: str) -> None:
         """An account was unindexed: its queued notifications (to or from it) go too."""
+        self.dropped.add(did)
         self.pending = [n for n in self.pending if n.did != did and n.author != did]
 
     def extend_from(self, other: "NotifBuffer") -> None:
+        """``other`` (a later event's) after this one: its deletes and unindexed accounts apply to
+        what this one queued, then its notifications are queued."""
         self.delete_for(other.deleted)
+        for did in sorted(other.dropped):
+            self.drop_actor(did)
         self.pending.extend(other.pending)
 
     async def flush(self, tx: Any) -> None:
