@@ -168,16 +168,20 @@ def _own_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-async def apply_all(database_url: str, schema: str, events: list[dict[str, Any]], batch: int, bulk: bool, cpu: Optional[dict[str, float]] = None) -> float:
+async def apply_all(database_url: str, schema: str, events: list[dict[str, Any]], batch: int, bulk: bool, cpu: Optional[dict[str, float]] = None,
+                    backend: Optional[list[int]] = None) -> float:
     """Seconds to apply ``events`` in batches of ``batch``, one transaction per batch; ``cpu``
-    (if given) gets the CPU seconds of this process and of the PostgreSQL backend meanwhile."""
+    (if given) gets the CPU seconds of this process and of the PostgreSQL backend meanwhile,
+    ``backend`` (if given) that backend's pid."""
     indexer = Indexer(IndexingContext(), bulk=bulk)
     async with await psycopg.AsyncConnection.connect(database_url) as conn:
         await conn.execute(sql.SQL("SET search_path TO {}, public").format(sql.Identifier(schema)))
         await seed_actors(conn, dids_of(events))
-        backend = (await (await conn.execute("SELECT pg_backend_pid()")).fetchone())[0]  # type: ignore[index]
+        pid = (await (await conn.execute("SELECT pg_backend_pid()")).fetchone())[0]  # type: ignore[index]
+        if backend is not None:
+            backend.append(pid)
         await conn.commit()
-        own0, pg0 = _own_cpu(), _cpu_seconds(backend)
+        own0, pg0 = _own_cpu(), _cpu_seconds(pid)
         t0 = time.perf_counter()
         for i in range(0, len(events), batch):
             async with conn.transaction():
@@ -186,7 +190,7 @@ async def apply_all(database_url: str, schema: str, events: list[dict[str, Any]]
                 raise RuntimeError(f"bench events failed: {failed[:3]}")
         elapsed = time.perf_counter() - t0
         if cpu is not None:
-            cpu["python"], cpu["postgres"] = _own_cpu() - own0, _cpu_seconds(backend) - pg0
+            cpu["python"], cpu["postgres"] = _own_cpu() - own0, _cpu_seconds(pid) - pg0
         return elapsed
 
 

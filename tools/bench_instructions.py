@@ -103,8 +103,8 @@ def process_side(events: int, base: int, tmp: str) -> float:
     import redis as syncredis
 
     from fleet import streams
-    from fleet.codec import atjson
-    from tools.bench_indexing_path import dids_of, fresh_schema, seed_actors, synthetic_events
+    from tools import bench_index
+    from tools.bench_indexing_path import dids_of, fresh_schema, synthetic_events
 
     vg = _need_valgrind()
     rs = embedded.Redis(os.path.join(tmp, "redis"), embedded.free_port()).start()
@@ -113,23 +113,13 @@ def process_side(events: int, base: int, tmp: str) -> float:
     try:
         for n in (base, events):
             evs = synthetic_events(n, seed=1, min_age=MIN_AGE)
-            fresh_schema(pg.socket_url, SCHEMA)
-
-            async def seed() -> None:
-                async with await psycopg.AsyncConnection.connect(pg.socket_url) as conn:
-                    await conn.execute(f"SET search_path TO {SCHEMA}, public")
-                    await seed_actors(conn, dids_of(evs))
-                    await conn.commit()
-
-            asyncio.run(seed())
+            fresh_schema(pg.socket_url, bench_index.SCHEMA)
+            asyncio.run(bench_index._seed(pg.socket_url, dids_of(evs)))
             with syncredis.Redis.from_url(rs.url) as r:
                 r.flushdb()
-                p = r.pipeline(transaction=False)
-                for ev in evs:
-                    p.xadd(streams.FIREHOSE_LIVE, {"event": atjson.dumps(ev)})
-                p.execute()
+                bench_index.fill_streams(rs.url, evs, 1)  # as the ingester writes them
                 env = {**os.environ, "PYTHONPATH": ROOT, "PYTHONHASHSEED": "0", "REDIS_URL": rs.url, "DATABASE_URL": pg.socket_url,
-                       "DATABASE_SCHEMA": SCHEMA, "SHARD_COUNT": "1", "SHARDS": "0", "INDEXER_BATCH_SIZE": "500",
+                       "DATABASE_SCHEMA": bench_index.SCHEMA, "SHARD_COUNT": "1", "SHARDS": "0", "INDEXER_BATCH_SIZE": "500",
                        "INDEXER_RESOLVE_HANDLES": "false", "DB_POOL_SIZE": "2", "METRICS_PORT": "0", "LOG_LEVEL": "warning"}  # fmt: skip
                 out = os.path.join(tmp, f"proc.{n}.cg")
                 proc = subprocess.Popen([vg, "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, "-m", "fleet.indexer"],
@@ -197,23 +187,13 @@ def _run_part(url: str, evs: list, fresh: bool) -> int:
     """Apply ``evs`` on one new connection; returns that connection's backend pid."""
     import uvloop
 
-    import tools.bench_indexing_path as bip
+    from tools.bench_indexing_path import apply_all, fresh_schema
 
     if fresh:
-        bip.fresh_schema(url, SCHEMA)
-    seen: list[int] = []
-    read = bip._cpu_seconds
-
-    def note(pid: int) -> float:  # apply_all reads its backend's CPU: that names the backend
-        seen.append(pid)
-        return read(pid)
-
-    bip._cpu_seconds = note
-    try:
-        uvloop.run(bip.apply_all(url, SCHEMA, evs, 500, True, {}))
-    finally:
-        bip._cpu_seconds = read
-    return seen[0]
+        fresh_schema(url, SCHEMA)
+    backend: list[int] = []
+    uvloop.run(apply_all(url, SCHEMA, evs, 500, True, backend=backend))
+    return backend[0]
 
 
 def main(argv: list[str] | None = None) -> int:

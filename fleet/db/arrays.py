@@ -39,7 +39,7 @@ opened afterwards use it. ``fleet.db.pool`` and ``fleet.indexing`` call it at im
 from __future__ import annotations
 
 import struct
-from typing import Any
+from typing import Any, NoReturn
 
 import psycopg
 from psycopg import pq
@@ -55,6 +55,7 @@ _HEADER = struct.Struct("!iiIii")  # ndim, has-nulls, element oid, length, lower
 _LEN = struct.Struct("!i").pack
 _LENS = [_LEN(i) for i in range(4096)]  # the length word of an element shorter than 4 KiB
 _NULL = _LEN(-1)
+_EMPTY = struct.pack("!iiI", 0, 0, VARCHAR_OID)  # no dimensions
 
 
 class FastListDumper(ListDumper):
@@ -153,8 +154,8 @@ class BinaryStrListDumper(Dumper):
             return _refuse(obj, self._tx)
         enc = self._encoding
         data = list(map(str.encode, obj)) if enc == "utf-8" else [v.encode(enc) for v in obj]
-        if not data:
-            return _HEADER.pack(0, 0, VARCHAR_OID, 0, 0)[:12]
+        if not data:  # (psycopg keys an empty list to the text dumper; kept valid all the same)
+            return _EMPTY
         sizes = list(map(len, data))
         if max(sizes) < 4096:
             words = list(map(_LENS.__getitem__, sizes))
@@ -180,7 +181,7 @@ class BinaryStrListDumper(Dumper):
         return b"".join(parts)
 
 
-def _refuse(obj: list[Any], tx: Any) -> bytes | None:
+def _refuse(obj: list[Any], tx: Any) -> NoReturn:
     """psycopg's own text dump of ``obj``, for its error (mixed types, NUL)."""
     ListDumper(list, tx).upgrade(obj, PyFormat.TEXT).dump(obj)  # raises for what the binary dump refused
     raise psycopg.DataError(f"cannot dump a list of strings holding {sorted({type(v).__name__ for v in obj})} as varchar[]")

@@ -13,6 +13,7 @@ import pkgutil
 from typing import Any, Callable
 
 from ..plugin import InvalidRecord, Plugin
+from ._helpers import validator as lexicon_check
 
 def module_names() -> list[str]:
     """Every public module of this package (``_name`` modules are helpers)."""
@@ -20,38 +21,16 @@ def module_names() -> list[str]:
 
 
 def validator(nsid: str) -> Callable[[dict[str, Any]], None]:
-    """The lexicon check of ``nsid`` (``fleet.indexing.lexicon.validate``), raising InvalidRecord.
-
-    Until the lexicon package is present only the shape is checked (a JSON object).
-    """
-
-    check: list[Callable[[dict[str, Any]], None]] = []  # the collection's checker, bound at the first record
+    """The lexicon check of ``nsid`` (``_helpers.validator``) after a shape check: the record must
+    be a JSON object, or InvalidRecord."""
+    check = lexicon_check(nsid)
 
     def validate(record: dict[str, Any]) -> None:
         if not isinstance(record, dict):
             raise InvalidRecord(f"{nsid}: record is not an object")
-        if not check:
-            if _lexicon_validate() is None:
-                return
-            from ..lexicon import validator_for
-
-            check.append(validator_for(nsid))
-        check[0](record)
+        check(record)
 
     return validate
-
-
-_lex: dict[str, Any] = {}
-
-
-def _lexicon_validate() -> Callable[[str, dict[str, Any]], None] | None:
-    if "fn" not in _lex:
-        try:
-            from ..lexicon import validate as fn  # type: ignore[attr-defined]
-        except ImportError:
-            fn = None
-        _lex["fn"] = fn
-    return _lex["fn"]
 
 
 def registry(log: Any = None) -> dict[str, Plugin]:
