@@ -37,6 +37,10 @@ README, Configuration). Over TCP on 127.0.0.1 the indexer spent about a sixth of
 5. CPU time per event between the 10 % and 90 % marks, of the indexer processes and of the
    PostgreSQL backends serving them (``/proc``): what a shard costs, less sensitive than the
    rate to other work sharing the machine.
+6. The share of the shards' time between the marks spent taking the batches' cross-shard
+   advisory locks (``rsky_indexing_lock_seconds``, read from each indexer's metrics on
+   127.0.0.1): almost all of it is waiting for another shard's batch that writes a post this
+   batch replies to, quotes or reposts, or that replies to a post this batch creates.
 
 ``run(quick) -> [{name, value, unit, ceiling, ratio}]``. Targets (issue 4): 10,000 events/s all
 shards together, 40 % of the ceiling, < 300 MB per shard.
@@ -53,6 +57,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -117,6 +122,21 @@ def _backend_pids(conn: Any) -> list[int]:
     return [r[0] for r in rows]
 
 
+def _lock_seconds(ports: list[int]) -> float:
+    """Sum of ``rsky_indexing_lock_seconds`` over the indexers' metrics: their time spent
+    taking (mostly: waiting for) the batches' cross-shard locks (``fleet/indexing/locks.py``)."""
+    total = 0.0
+    for port in ports:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+                for line in resp.read().decode().splitlines():
+                    if line.startswith("rsky_indexing_lock_seconds_sum"):
+                        total += float(line.split()[-1])
+        except OSError:
+            pass
+    return total
+
+
 def _cpu(pids: list[int]) -> dict[int, float]:
     return {p: _cpu_seconds(p) for p in pids}
 
@@ -148,17 +168,19 @@ def measure(redis_url: str, database_url: str, n_events: int, shards: int, batch
         "INDEXER_BATCH_SIZE": str(batch),
         "INDEXER_RESOLVE_HANDLES": "false",
         "DB_POOL_SIZE": "2",
-        "METRICS_PORT": "0",
         "LOG_LEVEL": "warning",
     }
     r = syncredis.Redis.from_url(redis_url)
-    procs = [subprocess.Popen([sys.executable, "-m", "fleet.indexer"], env={**env, "SHARDS": str(k)}, cwd=ROOT) for k in range(shards)]
+    ports = [embedded.free_port() for _ in range(shards)]  # metrics on 127.0.0.1: lock seconds
+    procs = [subprocess.Popen([sys.executable, "-m", "fleet.indexer"], env={**env, "SHARDS": str(k), "METRICS_PORT": str(port)}, cwd=ROOT)
+             for k, port in zip(range(shards), ports)]  # fmt: skip
     t10 = t90 = None
     rss: dict[int, float] = {}
     watch = psycopg.connect(database_url, autocommit=True)
     cpu10: dict[int, float] = {}
     pg10: dict[int, float] = {}
     cpu_py = cpu_pg = 0.0
+    lock10 = lock90 = 0.0
     deadline = time.monotonic() + 600
     try:
         while True:
@@ -174,10 +196,12 @@ def measure(redis_url: str, database_url: str, n_events: int, shards: int, batch
                 if steady_stats:
                     _analyze_after(watch, 1.0)  # steady state: see the module doc, Statistics
                 cpu10, pg10 = _cpu([p.pid for p in procs]), _cpu(_backend_pids(watch))
+                lock10 = _lock_seconds(ports)
             if t90 is None and done >= 0.9 * total:
                 t90, d90 = now, done
                 cpu_py = sum(_cpu_seconds(p) - c for p, c in cpu10.items())
                 cpu_pg = sum(_cpu_seconds(p) - c for p, c in pg10.items())
+                lock90 = _lock_seconds(ports)
             if left == 0:
                 break
             if now > deadline:
@@ -218,6 +242,8 @@ def measure(redis_url: str, database_url: str, n_events: int, shards: int, batch
         "dead_letters": dead,
         "indexer_cpu_us_per_event": cpu_py / (d90 - d10) * 1e6 if t90 is not None and d90 > d10 else 0.0,
         "postgres_cpu_us_per_event": cpu_pg / (d90 - d10) * 1e6 if t90 is not None and d90 > d10 else 0.0,
+        # share of the shards' time (between the marks) spent taking the cross-shard locks
+        "lock_wait_share": (lock90 - lock10) / (shards * (t90 - t10)) if t10 is not None and t90 is not None and t90 > t10 else 0.0,
     }
 
 
@@ -300,6 +326,9 @@ def run(quick: bool = False, events: int | None = None, shards: int = 2, batch: 
         {"name": "indexer peak RSS per shard (target < 300)", "value": rss, "unit": "MB", "ceiling": None, "ratio": None},
         {"name": f"indexer CPU per event (batch {batch})", "value": m["indexer_cpu_us_per_event"], "unit": "us", "ceiling": None, "ratio": None},
         {"name": "postgres backend CPU per event", "value": m["postgres_cpu_us_per_event"], "unit": "us", "ceiling": None, "ratio": None},
+        {"name": "share of shard time taking cross-shard locks (waits for other shards' batches)", "value": m["lock_wait_share"] * 100,
+         "unit": "%", "ceiling": None, "ratio": None},
+        {"name": "same, fresh subjects", "value": fresh["lock_wait_share"] * 100, "unit": "%", "ceiling": None, "ratio": None},
         {"name": "indexer runtime alone, no-op apply (1 shard)", "value": loop_rate, "unit": "events/s", "ceiling": None, "ratio": None},
         {"name": "index dead letters (must be 0)", "value": float(m["dead_letters"]), "unit": "entries", "ceiling": None, "ratio": None},
     ]

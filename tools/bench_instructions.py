@@ -9,7 +9,7 @@ compared by running this script in each (it measures the code it is run from):
 
 * **indexer** (``python``): the process that applies ``synthetic_events`` (the mix of
   ``tools/bench_indexing_path.py``, replies, quotes, reposts and likes naming posts at least
-  200 events old, so the shorter run's events are the longer one's first) in batches of 500 with ``Indexer.apply_batch`` on uvloop, against a throwaway
+  200 events old, so the shorter run's events are the longer one's first) in batches of ``--batch`` (1000) with ``Indexer.apply_batch`` on uvloop, against a throwaway
   PostgreSQL; run for ``--base`` and for ``--events`` events, the difference divided by the
   difference in events, so start-up, imports and the event generator cancel out
   (``PYTHONHASHSEED=0``: set and dict order, and so the instructions, repeat).
@@ -50,6 +50,7 @@ from fleet import embedded  # noqa: E402
 
 SCHEMA = "bench_instr"
 MIN_AGE = 200  # replies, quotes, reposts, likes name posts this many events old (the same in both runs: one prefix)
+BATCH = int(os.environ.get("BENCH_BATCH", "1000"))  # events per batch (``--batch``; INDEXER_BATCH_SIZE's default)
 
 
 def _apply(url: str, n: int) -> None:
@@ -59,7 +60,7 @@ def _apply(url: str, n: int) -> None:
     from tools.bench_indexing_path import apply_all, fresh_schema, synthetic_events
 
     fresh_schema(url, SCHEMA)
-    uvloop.run(apply_all(url, SCHEMA, synthetic_events(n, seed=1, min_age=MIN_AGE), 500, True))
+    uvloop.run(apply_all(url, SCHEMA, synthetic_events(n, seed=1, min_age=MIN_AGE), BATCH, True))
 
 
 def _need_valgrind() -> str:
@@ -119,7 +120,7 @@ def process_side(events: int, base: int, tmp: str) -> float:
                 r.flushdb()
                 bench_index.fill_streams(rs.url, evs, 1)  # as the ingester writes them
                 env = {**os.environ, "PYTHONPATH": ROOT, "PYTHONHASHSEED": "0", "REDIS_URL": rs.url, "DATABASE_URL": pg.socket_url,
-                       "DATABASE_SCHEMA": bench_index.SCHEMA, "SHARD_COUNT": "1", "SHARDS": "0", "INDEXER_BATCH_SIZE": "500",
+                       "DATABASE_SCHEMA": bench_index.SCHEMA, "SHARD_COUNT": "1", "SHARDS": "0", "INDEXER_BATCH_SIZE": str(BATCH),
                        "INDEXER_RESOLVE_HANDLES": "false", "DB_POOL_SIZE": "2", "METRICS_PORT": "0", "LOG_LEVEL": "warning"}  # fmt: skip
                 out = os.path.join(tmp, f"proc.{n}.cg")
                 proc = subprocess.Popen([vg, "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, "-m", "fleet.indexer"],
@@ -192,7 +193,7 @@ def _run_part(url: str, evs: list, fresh: bool) -> int:
     if fresh:
         fresh_schema(url, SCHEMA)
     backend: list[int] = []
-    uvloop.run(apply_all(url, SCHEMA, evs, 500, True, backend=backend))
+    uvloop.run(apply_all(url, SCHEMA, evs, BATCH, True, backend=backend))
     return backend[0]
 
 
@@ -202,7 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--base", type=int, default=2000, help="the shorter run of the indexer side")
     p.add_argument("--side", choices=("both", "python", "process", "postgres", "all"), default="both",
                    help="both: python and postgres; process: the whole indexer process reading Redis; all: the three")
+    p.add_argument("--batch", type=int, default=BATCH, help="events per batch (INDEXER_BATCH_SIZE)")
     a = p.parse_args(argv)
+    os.environ["BENCH_BATCH"] = str(a.batch)  # the indexer-side runs are child processes
+    globals()["BATCH"] = a.batch
     tmp = tempfile.mkdtemp(prefix="bench-instr-")
     os.chmod(tmp, 0o755)
     try:

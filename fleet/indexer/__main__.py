@@ -1,10 +1,12 @@
 """One indexer process without a master: ``python -m fleet.indexer`` (tools, tests, debugging).
 
 Runs the shards of ``SHARDS`` (of ``SHARD_COUNT``) in this process until SIGTERM or SIGINT,
-then drains the batches in hand and exits 0. Production runs shards under the master
+then drains the batches in hand and exits 0. Its metrics are served only when ``METRICS_PORT``
+is set in the environment (not the default port: tools start several on one box). Production runs shards under the master
 (``rsky-indexer``), which adds heartbeats, restarts and the systemd protocol.
 """
 
+import os
 import sys
 
 from ..runtime import run_standalone
@@ -21,5 +23,7 @@ if __name__ == "__main__":
         "indexer", _run,
         instance=lambda cfg: "shard-" + "-".join(map(str, cfg.shards)),
         shards=lambda cfg: cfg.shards,
-        serve_metrics=False,  # conform and the benchmark start several on one box
+        # conform and the tests start several on one box: metrics only on a port given explicitly
+        # (the benchmark gives each process its own, to read its lock-wait seconds)
+        serve_metrics="METRICS_PORT" in os.environ,
     ))
