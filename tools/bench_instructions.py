@@ -9,7 +9,7 @@ compared by running this script in each (it measures the code it is run from):
 
 * **indexer** (``python``): the process that applies ``synthetic_events`` (the mix of
   ``tools/bench_indexing_path.py``, replies, quotes, reposts and likes naming posts at least
-  200 events old, so the shorter run's events are the longer one's first) in batches of ``--batch`` (1000) with ``Indexer.apply_batch`` on uvloop, against a throwaway
+  200 events old, so the shorter run's events are the longer one's first) in batches of ``--batch`` (500) with ``Indexer.apply_batch`` on uvloop, against a throwaway
   PostgreSQL; run for ``--base`` and for ``--events`` events, the difference divided by the
   difference in events, so start-up, imports and the event generator cancel out
   (``PYTHONHASHSEED=0``: set and dict order, and so the instructions, repeat).
@@ -50,7 +50,7 @@ from fleet import embedded  # noqa: E402
 
 SCHEMA = "bench_instr"
 MIN_AGE = 200  # replies, quotes, reposts, likes name posts this many events old (the same in both runs: one prefix)
-BATCH = int(os.environ.get("BENCH_BATCH", "1000"))  # events per batch (``--batch``; INDEXER_BATCH_SIZE's default)
+BATCH = int(os.environ.get("BENCH_BATCH", "500"))  # events per batch (``--batch``; INDEXER_BATCH_SIZE's default)
 
 
 def _apply(url: str, n: int) -> None:
