@@ -122,18 +122,23 @@ def _backend_pids(conn: Any) -> list[int]:
     return [r[0] for r in rows]
 
 
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # 127.0.0.1, never through a proxy
+
+
 def _lock_seconds(ports: list[int]) -> float:
     """Sum of ``rsky_indexing_lock_seconds`` over the indexers' metrics: their time spent
-    taking (mostly: waiting for) the batches' cross-shard locks (``fleet/indexing/locks.py``)."""
+    taking (mostly: waiting for) the batches' cross-shard locks (``fleet/indexing/locks.py``).
+    NaN when an indexer's metrics cannot be read (reported as such, not as no wait)."""
     total = 0.0
     for port in ports:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
-                for line in resp.read().decode().splitlines():
-                    if line.startswith("rsky_indexing_lock_seconds_sum"):
-                        total += float(line.split()[-1])
+            with _DIRECT.open(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+                lines = [ln for ln in resp.read().decode().splitlines() if ln.startswith("rsky_indexing_lock_seconds_sum")]
         except OSError:
-            pass
+            return float("nan")
+        if not lines:
+            return float("nan")
+        total += float(lines[0].split()[-1])
     return total
 
 

@@ -2,8 +2,9 @@
 
 Runs the shards of ``SHARDS`` (of ``SHARD_COUNT``) in this process until SIGTERM or SIGINT,
 then drains the batches in hand and exits 0. Its metrics are served only when ``METRICS_PORT``
-is set in the environment (not the default port: tools start several on one box). Production runs shards under the master
-(``rsky-indexer``), which adds heartbeats, restarts and the systemd protocol.
+is set in the environment (not on the default port: tools start several on one box).
+Production runs shards under the master (``rsky-indexer``), which adds heartbeats, restarts
+and the systemd protocol.
 """
 
 import os
