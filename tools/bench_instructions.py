@@ -50,17 +50,17 @@ from fleet import embedded  # noqa: E402
 
 SCHEMA = "bench_instr"
 MIN_AGE = 200  # replies, quotes, reposts, likes name posts this many events old (the same in both runs: one prefix)
-BATCH = int(os.environ.get("BENCH_BATCH", "500"))  # events per batch (``--batch``; INDEXER_BATCH_SIZE's default)
+BATCH = 500  # events per batch by default (``--batch``): INDEXER_BATCH_SIZE's default
 
 
-def _apply(url: str, n: int) -> None:
+def _apply(url: str, n: int, batch: int = BATCH) -> None:
     """Apply the synthetic mix of ``n`` events to a fresh schema (one connection): the indexer side's run."""
     import uvloop
 
     from tools.bench_indexing_path import apply_all, fresh_schema, synthetic_events
 
     fresh_schema(url, SCHEMA)
-    uvloop.run(apply_all(url, SCHEMA, synthetic_events(n, seed=1, min_age=MIN_AGE), BATCH, True))
+    uvloop.run(apply_all(url, SCHEMA, synthetic_events(n, seed=1, min_age=MIN_AGE), batch, True))
 
 
 def _need_valgrind() -> str:
@@ -78,7 +78,7 @@ def _total(path: str) -> int:
     raise RuntimeError(f"no totals in {path}")
 
 
-def python_side(events: int, base: int, tmp: str) -> float:
+def python_side(events: int, base: int, tmp: str, batch: int = BATCH) -> float:
     """Instructions per event of the indexing process (difference of two runs)."""
     vg = _need_valgrind()
     pg = embedded.Postgres(os.path.join(tmp, "pg-py"), embedded.free_port()).start()
@@ -86,7 +86,7 @@ def python_side(events: int, base: int, tmp: str) -> float:
         counts = []
         for n in (base, events):
             out = os.path.join(tmp, f"py.{n}.cg")
-            code = f"import sys; sys.path.insert(0, {ROOT!r}); from tools.bench_instructions import _apply; _apply({pg.socket_url!r}, {n})"
+            code = f"import sys; sys.path.insert(0, {ROOT!r}); from tools.bench_instructions import _apply; _apply({pg.socket_url!r}, {n}, {batch})"
             env = {**os.environ, "PYTHONHASHSEED": "0"}
             subprocess.run([vg, "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, "-c", code],
                            check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -96,7 +96,7 @@ def python_side(events: int, base: int, tmp: str) -> float:
         pg.stop()
 
 
-def process_side(events: int, base: int, tmp: str) -> float:
+def process_side(events: int, base: int, tmp: str, batch: int = BATCH) -> float:
     """Instructions per event of ``python -m fleet.indexer`` (one shard) draining entries from Redis
     written as the ingester writes them: the runtime (read, parse, ack) and the indexing."""
     import asyncio
@@ -120,7 +120,7 @@ def process_side(events: int, base: int, tmp: str) -> float:
                 r.flushdb()
                 bench_index.fill_streams(rs.url, evs, 1)  # as the ingester writes them
                 env = {**os.environ, "PYTHONPATH": ROOT, "PYTHONHASHSEED": "0", "REDIS_URL": rs.url, "DATABASE_URL": pg.socket_url,
-                       "DATABASE_SCHEMA": bench_index.SCHEMA, "SHARD_COUNT": "1", "SHARDS": "0", "INDEXER_BATCH_SIZE": str(BATCH),
+                       "DATABASE_SCHEMA": bench_index.SCHEMA, "SHARD_COUNT": "1", "SHARDS": "0", "INDEXER_BATCH_SIZE": str(batch),
                        "INDEXER_RESOLVE_HANDLES": "false", "DB_POOL_SIZE": "2", "METRICS_PORT": "0", "LOG_LEVEL": "warning"}  # fmt: skip
                 out = os.path.join(tmp, f"proc.{n}.cg")
                 proc = subprocess.Popen([vg, "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, "-m", "fleet.indexer"],
@@ -140,7 +140,7 @@ def process_side(events: int, base: int, tmp: str) -> float:
     return (counts[1] - counts[0]) / (events - base)
 
 
-def postgres_side(events: int, tmp: str) -> float:
+def postgres_side(events: int, tmp: str, batch: int = BATCH) -> float:
     """Instructions per event of the PostgreSQL backend that applied the measured events."""
     vg = _need_valgrind()
     pg = embedded.Postgres(os.path.join(tmp, "pg"), embedded.free_port())
@@ -170,10 +170,10 @@ def postgres_side(events: int, tmp: str) -> float:
         from tools.bench_indexing_path import synthetic_events
 
         evs = synthetic_events(events, seed=1, min_age=MIN_AGE)
-        _run_part(url, evs[:warm], fresh=True)
+        _run_part(url, evs[:warm], fresh=True, batch=batch)
         with psycopg.connect(url, autocommit=True) as c:
             c.execute("ANALYZE")
-        backend = _run_part(url, evs[warm:], fresh=False)
+        backend = _run_part(url, evs[warm:], fresh=False, batch=batch)
     finally:
         try:
             with open(os.path.join(pg.datadir, "postmaster.pid")) as f:
@@ -184,7 +184,7 @@ def postgres_side(events: int, tmp: str) -> float:
     return _total(os.path.join(cg, f"pg.{backend}")) / (events - warm)
 
 
-def _run_part(url: str, evs: list, fresh: bool) -> int:
+def _run_part(url: str, evs: list, fresh: bool, batch: int) -> int:
     """Apply ``evs`` on one new connection; returns that connection's backend pid."""
     import uvloop
 
@@ -193,7 +193,7 @@ def _run_part(url: str, evs: list, fresh: bool) -> int:
     if fresh:
         fresh_schema(url, SCHEMA)
     backend: list[int] = []
-    uvloop.run(apply_all(url, SCHEMA, evs, BATCH, True, backend=backend))
+    uvloop.run(apply_all(url, SCHEMA, evs, batch, True, backend=backend))
     return backend[0]
 
 
@@ -205,17 +205,15 @@ def main(argv: list[str] | None = None) -> int:
                    help="both: python and postgres; process: the whole indexer process reading Redis; all: the three")
     p.add_argument("--batch", type=int, default=BATCH, help="events per batch (INDEXER_BATCH_SIZE)")
     a = p.parse_args(argv)
-    os.environ["BENCH_BATCH"] = str(a.batch)  # the indexer-side runs are child processes
-    globals()["BATCH"] = a.batch
     tmp = tempfile.mkdtemp(prefix="bench-instr-")
     os.chmod(tmp, 0o755)
     try:
         if a.side in ("both", "python", "all"):
-            print(f"indexer instructions per event      {python_side(a.events, a.base, tmp):>12,.0f}  ({a.events} - {a.base} events)")
+            print(f"indexer instructions per event      {python_side(a.events, a.base, tmp, a.batch):>12,.0f}  ({a.events} - {a.base} events)")
         if a.side in ("process", "all"):
-            print(f"indexer process (runtime) instr/ev  {process_side(a.events, a.base, tmp):>12,.0f}  ({a.events} - {a.base} events from Redis)")
+            print(f"indexer process (runtime) instr/ev  {process_side(a.events, a.base, tmp, a.batch):>12,.0f}  ({a.events} - {a.base} events from Redis)")
         if a.side in ("both", "postgres", "all"):
-            print(f"postgres backend instructions/event {postgres_side(a.events, tmp):>12,.0f}  ({a.events - a.events // 3} events after {a.events // 3})")
+            print(f"postgres backend instructions/event {postgres_side(a.events, tmp, a.batch):>12,.0f}  ({a.events - a.events // 3} events after {a.events // 3})")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
