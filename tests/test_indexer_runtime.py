@@ -250,6 +250,49 @@ def test_lost_database_connection_retries_the_batch_in_hand_without_counting_del
     assert r.xlen(streams.dead_letter(LIVE)) == 0
 
 
+class DeferringIndexer(TableIndexer):
+    """``apply_some`` as ``Indexer.apply_some`` behaves when another shard holds a key: an event
+    with ``"defer": true`` (not among the first ``must``) is deferred with every later event of
+    its ``did``; the rest of the batch is applied."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.musts: list[int] = []
+
+    async def apply_some(self, conn, events, must=0):
+        self.musts.append(must)
+        since: dict[str, int] = {}
+        for i, ev in enumerate(events):
+            if ev.get("defer") and i >= must and ev["did"] not in since:
+                since[ev["did"]] = i
+        deferred = [i for i, ev in enumerate(events) if i >= since.get(ev["did"], len(events))]
+        keep = [i for i in range(len(events)) if i not in set(deferred)]
+        failed = await self.apply_batch(conn, [events[i] for i in keep])
+        return deferred, [(keep[i], e) for i, e in failed]
+
+
+def test_deferred_events_start_the_next_batch_in_order_and_are_acked_once(redis_url, database_url):
+    _schema(database_url)
+    r = syncredis.Redis.from_url(redis_url)
+    _add(r, LIVE, range(1, 11), did="did:plc:x")
+    _add(r, LIVE, [11], did="did:plc:y", defer=True)  # its key is held by another shard's batch
+    _add(r, LIVE, range(12, 31), did="did:plc:x")
+    _add(r, LIVE, range(31, 41), did="did:plc:y")  # later events of the deferred account
+    _add(r, LIVE, range(41, 121), did="did:plc:z")
+    ix = DeferringIndexer()
+
+    asyncio.run(_run_until(_cfg(redis_url, database_url), ix, lambda: r.xlen(LIVE) == 0))
+
+    assert _applied(database_url) == {s: 1 for s in range(1, 121)}, "every event applied exactly once"
+    first, second = [ev["seq"] for ev in ix.batches[0]], [ev["seq"] for ev in ix.batches[1]]
+    assert first == list(range(1, 11)) + list(range(12, 31)) + list(range(41, 51))  # y's events held back
+    assert second == [11, *range(31, 41), *range(51, 90)], "the deferred events start the next batch, in order"
+    assert ix.musts[:2] == [0, 11]
+    y = [ev["seq"] for b in ix.batches for ev in b if ev["did"] == "did:plc:y"]
+    assert y == [11, *range(31, 41)]
+    assert _pending(r, LIVE) == 0
+
+
 def test_live_has_priority_but_backfill_is_never_starved(redis_url, database_url):
     _schema(database_url)
     r = syncredis.Redis.from_url(redis_url)

@@ -73,6 +73,16 @@ async def _waiting(watch: psycopg.AsyncConnection, pid: int) -> bool:
     return (await cur.fetchone())[0] > 0
 
 
+async def _waits(watch: psycopg.AsyncConnection, pid: int, task: asyncio.Task) -> bool:
+    """Does backend ``pid`` wait on an advisory lock before ``task`` finishes (10 s at most)?"""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not task.done():
+        if await _waiting(watch, pid):
+            return True
+        await asyncio.sleep(0.01)  # polling a condition with a deadline
+    return False
+
+
 async def race(url: str, first: list[dict], second: list[dict], expect_wait: bool = True) -> bool:
     """Apply ``first`` in an open transaction, then ``second`` on another connection; commit
     ``first`` once ``second`` waits (or at once when it finishes without waiting). Returns
@@ -89,13 +99,7 @@ async def race(url: str, first: list[dict], second: list[dict], expect_wait: boo
                 assert await ix2.apply_batch(c2, second) == []
 
         task = asyncio.create_task(run2())
-        waited = False
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not task.done():
-            if await _waiting(watch, c2.info.backend_pid):
-                waited = True
-                break
-            await asyncio.sleep(0.01)  # polling a condition with a deadline
+        waited = await _waits(watch, c2.info.backend_pid, task)
         await tx1.__aexit__(None, None, None)  # COMMIT
         await asyncio.wait_for(task, 10)
         return waited
@@ -142,6 +146,20 @@ def test_a_late_grandparent_and_a_reply_below_it_are_ordered_by_the_ancestor_cha
     assert q(db, 'SELECT uri, "invalidReplyRoot" FROM post ORDER BY uri') == [
         (uri(A, "3t"), None), (uri(B, "3p"), None), (uri(C, "3g"), None), (uri(D, "3r"), None)]  # fmt: skip
     assert sorted(q(db, "SELECT did FROM notification WHERE \"recordUri\" = %s", uri(D, "3r"))) == [(A,), (B,), (C,)]
+
+
+def test_a_late_parent_and_a_concurrent_delete_of_its_reply_are_ordered(db):
+    """Q <- V <- P: P arrives before its parent V (flagged), then V's batch (re-evaluating P)
+    and P's delete run concurrently. Unordered, the delete moved P's flagged version to history
+    after V had looked there, and R, a reply to P written between (seq 746) but indexed last,
+    read that stale flag (found by the killed-indexer conformance run)."""
+    Q, V, P = uri(A, "3q"), uri(C, "3v"), uri(A, "3p")
+    asyncio.run(_apply(db, [post(A, "3q", 437), post(A, "3p", 551, parent=V, root=Q)]))
+    assert q(db, 'SELECT "invalidReplyRoot" FROM post WHERE uri = %s', P) == [(True,)]
+    assert asyncio.run(race(db, [post(C, "3v", 490, parent=Q)], [ev(A, POST, "3p", 1218, None, "delete")]))
+    assert q(db, 'SELECT "invalidReplyRoot" FROM fleet_record_history WHERE uri = %s', P) == [(None,)]
+    asyncio.run(_apply(db, [post(B, "3r", 746, parent=P, root=Q)]))
+    assert q(db, 'SELECT "invalidReplyRoot" FROM post WHERE uri = %s', uri(B, "3r")) == [(None,)]
 
 
 def test_the_ancestor_chain_is_locked_even_when_the_root_is_not_named():
@@ -219,3 +237,65 @@ def test_no_locks_are_taken_outside_a_transaction(db):
             return await locks.lock_batch(c, [post(A, "3p", 1)])
 
     assert asyncio.run(go()) == {}
+
+
+def test_events_needing_a_key_another_batch_holds_are_deferred_with_their_accounts_later_events(db):
+    """Shard 1's batch creating A's post is in flight; shard 2's batch holds a reply to it by B.
+    ``apply_some`` must not wait: it applies the other accounts' events, defers B's reply and B's
+    later post (an account's events keep their order), and applying those next (``must``), once
+    the post is committed, gives the firehose-order answer."""
+
+    async def go() -> list[int]:
+        ix1, ix2 = Indexer(IndexingContext()), Indexer(IndexingContext())
+        c1, c2 = await _conn(db), await _conn(db)
+        async with c1, c2:
+            tx1 = c1.transaction()
+            await tx1.__aenter__()
+            assert await ix1.apply_batch(c1, [post(A, "3p", 10)]) == []
+            second = [like(C, "3l", 20, uri(D, "3d")), post(B, "3r", 21, parent=uri(A, "3p")), post(B, "3s", 22), like(D, "3m", 23, uri(C, "3c"))]
+            async with c2.transaction():
+                deferred, failed = await asyncio.wait_for(ix2.apply_some(c2, second), 10)  # would hang if it waited
+            assert failed == []
+            await tx1.__aexit__(None, None, None)  # COMMIT the post
+            async with c2.transaction():
+                rest = [second[i] for i in deferred]
+                assert await ix2.apply_some(c2, rest, must=len(rest)) == ([], [])
+            return deferred
+
+    deferred = asyncio.run(go())
+    assert deferred == [1, 2]
+    assert q(db, 'SELECT uri, "invalidReplyRoot" FROM post ORDER BY uri') == [(uri(A, "3p"), None), (uri(B, "3r"), None), (uri(B, "3s"), None)]
+    assert q(db, "SELECT did, reason FROM notification WHERE \"recordUri\" = %s", uri(B, "3r")) == [(A, "reply")]
+    assert q(db, "SELECT count(*) FROM \"like\"") == [(2,)]
+
+
+def test_deferred_events_wait_the_second_time_and_nothing_is_deferred_when_all_would_be(db):
+    """A carried event (among the first ``must``) waits for the key rather than be deferred
+    again; a batch all of whose events would be deferred waits too (progress is always made)."""
+
+    async def go() -> list[bool]:
+        ix1 = Indexer(IndexingContext())
+        c1, c2, watch = await _conn(db), await _conn(db), await _conn(db)
+        waits = []
+        async with c1, c2, watch:
+            for rkey, must, batch in (("3p", 1, [post(B, "3r", 21, parent=uri(A, "3p")), like(C, "3l", 22, uri(D, "3d"))]),
+                                      ("3q", 0, [post(B, "3t", 23, parent=uri(A, "3q"))])):  # fmt: skip
+                tx1 = c1.transaction()
+                await tx1.__aenter__()
+                assert await ix1.apply_batch(c1, [post(A, rkey, 10)]) == []
+                ix2 = Indexer(IndexingContext())
+
+                async def second(batch: list[dict] = batch, must: int = must) -> tuple:
+                    async with c2.transaction():
+                        return await ix2.apply_some(c2, batch, must=must)
+
+                task = asyncio.create_task(second())
+                waited = await _waits(watch, c2.info.backend_pid, task)
+                await tx1.__aexit__(None, None, None)
+                assert await asyncio.wait_for(task, 10) == ([], [])
+                waits.append(waited)
+        return waits
+
+    assert asyncio.run(go()) == [True, True]
+    assert q(db, 'SELECT uri, "invalidReplyRoot" FROM post WHERE uri LIKE %s ORDER BY uri', f"at://{B}/%") == [
+        (uri(B, "3r"), None), (uri(B, "3t"), None)]  # fmt: skip

@@ -10,8 +10,13 @@ streams (DESIGN.md "Delivery"). The loop:
    quarter of each batch when it has entries, so a busy firehose cannot starve it.
 3. Parse each entry's ``event`` JSON; an entry that does not parse is dead-lettered at once
    (retrying cannot fix it).
-4. Apply the events in ONE transaction with ``indexer.apply_batch(conn, events)``, which
-   returns the events it rolled back to a savepoint. If the whole transaction raises:
+4. Apply the events in ONE transaction with ``indexer.apply_some(conn, events, must)``, which
+   returns the events it deferred and those it rolled back to a savepoint. It defers the events
+   (each with the later ones of its account) that need a cross-shard lock another shard's batch
+   in flight holds (``fleet.indexing.locks.lock_some``): they stay in hand (read, pending, not
+   counted as a new delivery) and start the next batch, where they are among the ``must``
+   events that wait rather than be deferred again; the shard keeps working instead of waiting
+   for the other batch's commit. If the whole transaction raises:
    transient database trouble (connection lost, pool timeout, deadlock) keeps the batch in hand
    and retries it after a backoff (it is not re-read, so it is not counted as a delivery); any
    other error bisects the batch so one poison event cannot fail its neighbours.
@@ -19,8 +24,8 @@ streams (DESIGN.md "Delivery"). The loop:
    later; once XPENDING counts ``max_deliveries`` deliveries they go to the dead-letter stream.
 
 A crash anywhere replays at most the batch in hand; the indexing is idempotent, so a replay
-changes nothing. On ``stopping`` the batch in hand is finished and acknowledged, then the loop
-returns.
+changes nothing. On ``stopping`` the batch in hand (and what it deferred) is finished and
+acknowledged, then the loop returns.
 """
 
 from __future__ import annotations
@@ -126,6 +131,7 @@ class ShardConsumer:
         self.self_heal = self_heal
         self.summary_interval_s = summary_interval_s
         self.retry_at: float | None = None  # when failed entries are due to be re-read
+        self.carry: list[Entry] = []  # read, deferred by the last batch (``apply``): the next batch's start
         self.next_check = 0.0
         self.stats = {"batches": 0, "events": 0, "failed": 0, "dead_lettered": 0}
         self._summary_at = time.monotonic() + summary_interval_s
@@ -173,15 +179,24 @@ class ShardConsumer:
                     self.retry_at = None
                     await self.scan_pending()
                     continue
-                entries = await self.read_new()
+                entries = self.carry + await self.read_new(self.batch_size - len(self.carry), block=not self.carry)
+                self.carry = []
                 if entries:
                     await self.process(entries)
                 self._maybe_summary()
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as e:
                 self.log.error("redis_unavailable", error=str(e))
+                # what was read and not acknowledged is pending: re-read it in order before
+                # anything new (a deferred entry first of all, before its account's later ones)
+                self.carry = []
+                self.retry_at = time.monotonic()
                 await self._pause(1.0)
             except Abandoned:
                 break
+        try:
+            await self._drain_carry(stopping_too=True)  # finish the batch in hand
+        except (Abandoned, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as e:
+            self.log.warning("batch_left_pending", events=len(self.carry), reason=type(e).__name__)
         self.log.info("stopped", **self.stats)
 
     async def _pause(self, seconds: float) -> None:
@@ -204,40 +219,58 @@ class ShardConsumer:
                 out.append(Entry(name, eid.decode() if isinstance(eid, bytes) else eid, fields or None))
         return out
 
-    async def read_new(self) -> list[Entry]:
-        """Up to ``batch_size`` new entries, live first, backfill offered a quarter."""
-        n = self.batch_size
+    async def read_new(self, n: int | None = None, block: bool = True) -> list[Entry]:
+        """Up to ``n`` (``batch_size``) new entries, live first, backfill offered a quarter;
+        when both are empty, waits up to ``wait_ms`` for either if ``block``."""
+        n = self.batch_size if n is None else n
+        if n <= 0:
+            return []
         quota = max(1, n // 4)
         bf = await self._xread({self.backfill: ">"}, quota)
         live = await self._xread({self.live: ">"}, n - len(bf))
         if len(bf) == quota and len(bf) + len(live) < n:
             bf += await self._xread({self.backfill: ">"}, n - len(bf) - len(live))
-        if bf or live:
+        if bf or live or not block:
             return live + bf
         # Both empty: wait for either (COUNT applies per stream).
         return await self._xread({self.live: ">", self.backfill: ">"}, max(1, n // 2), block=max(self.wait_ms, 1))  # BLOCK 0 would never return
 
     async def scan_pending(self) -> None:
         """Re-read this consumer's pending entries (id 0 onwards) and process them."""
+        await self._drain_carry()  # pending too: applied first, not read again
         for stream in self.streams:
             cursor = "0"
             while not self.stopping.is_set():
-                entries = await self._xread({stream: cursor}, self.batch_size)
-                if not entries:
+                carry, self.carry = self.carry, []
+                entries = await self._xread({stream: cursor}, self.batch_size - len(carry))
+                if entries:
+                    cursor = entries[-1].id
+                elif not carry:
                     break
-                cursor = entries[-1].id
-                await self.process(entries)
+                await self.process(carry + entries)
+            await self._drain_carry()
+
+    async def _drain_carry(self, stopping_too: bool = False) -> None:
+        """Apply the entries the last batch deferred (carried entries are never deferred twice)."""
+        while self.carry and (stopping_too or not self.stopping.is_set()):
+            carry, self.carry = self.carry, []
+            await self.process(carry)
 
     # -- one batch ---------------------------------------------------------------------------
 
     async def process(self, entries: list[Entry]) -> None:
         t0 = time.monotonic()
         good: list[Entry] = []
+        must = 0  # carried over from the last batch (``apply``): applied now, whatever they wait for
         for e in entries:
             if e.fields is None:
                 # Pending but deleted from the stream: nothing left to apply.
                 self.log.warning("pending_entry_vanished", stream=e.stream, id=e.id)
                 await ack(self.redis, self.group, e.stream, [e.id])
+                continue
+            if e.event is not None:  # carried over (deferred by the last batch): parsed already
+                good.append(e)
+                must += 1
                 continue
             raw = e.fields.get(b"event", e.fields.get("event"))  # type: ignore[call-overload]
             try:
@@ -252,8 +285,10 @@ class ShardConsumer:
             e.event = ev
             good.append(e)
         if good:
-            failures = await self.apply([e.event for e in good])  # type: ignore[misc]
-            applied = [e for i, e in enumerate(good) if i not in failures]
+            deferred, failures = await self.apply([e.event for e in good], must)  # type: ignore[misc]
+            self.carry = [good[i] for i in deferred]  # the shard's next batch starts with them
+            skip = set(deferred).union(failures)
+            applied = [e for i, e in enumerate(good) if i not in skip]
             now = time.time()
             for s in self.streams:
                 await ack(self.redis, self.group, s, [e.id for e in applied if e.stream == s])
@@ -273,13 +308,17 @@ class ShardConsumer:
         m.BATCH_SECONDS.labels(self.label).observe(time.monotonic() - t0)
         record_stats(self.pool)
 
-    async def apply(self, events: list[dict[str, Any]]) -> dict[int, BaseException]:
-        """Apply ``events``; returns {index: error} of those not applied."""
+    async def apply(self, events: list[dict[str, Any]], must: int = 0) -> tuple[list[int], dict[int, BaseException]]:
+        """Apply ``events``; returns the indexes of those deferred (``Indexer.apply_some``:
+        another shard's batch in flight holds a lock they need; never one of the first
+        ``must``) and {index: error} of those that failed."""
         delay = 0.2
         tx_retries = 0
         while True:
             try:
-                return await self._apply_chunk(events, 0, bisect=tx_retries >= MAX_TX_RETRIES)
+                if tx_retries == 0 and hasattr(self.indexer, "apply_some"):
+                    return await self._apply_some(events, must)
+                return [], await self._apply_chunk(events, 0, bisect=tx_retries >= MAX_TX_RETRIES)
             except Exception as exc:
                 if is_transient(exc):
                     m.BATCH_FAILURES.labels(self.label, "database").inc()
@@ -296,6 +335,17 @@ class ShardConsumer:
             await self._pause(delay)
             delay = min(delay * 2, DB_BACKOFF_MAX_S)
 
+    async def _apply_some(self, events: list[dict[str, Any]], must: int) -> tuple[list[int], dict[int, BaseException]]:
+        try:
+            async with self.pool.connection() as conn:
+                async with conn.transaction():
+                    deferred, failed = await self.indexer.apply_some(conn, events, must)
+            return deferred, dict(failed)
+        except Exception as exc:
+            if is_transient(exc) or is_retryable_tx(exc):
+                raise
+            return [], await self._bisect(events, 0, False, exc)
+
     async def _apply_chunk(self, events: list[dict[str, Any]], base: int, bisect: bool) -> dict[int, BaseException]:
         try:
             async with self.pool.connection() as conn:
@@ -305,14 +355,18 @@ class ShardConsumer:
         except Exception as exc:
             if is_transient(exc) or (is_retryable_tx(exc) and not bisect):
                 raise
-            m.BATCH_FAILURES.labels(self.label, "error").inc()
-            if len(events) == 1:
-                return {base: exc}
-            mid = len(events) // 2
-            self.log.warning("batch_bisected", events=len(events), error=repr(exc)[:300])
-            left = await self._apply_chunk(events[:mid], base, bisect)
-            right = await self._apply_chunk(events[mid:], base + mid, bisect)
-            return {**left, **right}
+            return await self._bisect(events, base, bisect, exc)
+
+    async def _bisect(self, events: list[dict[str, Any]], base: int, bisect: bool, exc: BaseException) -> dict[int, BaseException]:
+        """The whole transaction failed: apply the halves apart, so one poison event fails alone."""
+        m.BATCH_FAILURES.labels(self.label, "error").inc()
+        if len(events) == 1:
+            return {base: exc}
+        mid = len(events) // 2
+        self.log.warning("batch_bisected", events=len(events), error=repr(exc)[:300])
+        left = await self._apply_chunk(events[:mid], base, bisect)
+        right = await self._apply_chunk(events[mid:], base + mid, bisect)
+        return {**left, **right}
 
     async def _handle_failures(self, failed: list[tuple[Entry, BaseException]]) -> None:
         """Failed entries stay pending; those delivered ``max_deliveries`` times are dead-lettered."""

@@ -4,6 +4,8 @@
     async with conn.transaction():          # the runtime's batch transaction
         failed = await indexer.apply_batch(conn, events)
     # failed: [(index, exception)] of events rolled back to their savepoint; the rest applied
+    deferred, failed = await indexer.apply_some(conn, events)   # the runtime's way: the events
+    # another shard's batch in flight would make wait are left for the next batch (locks.lock_some)
 
 Events are the stream event dicts of ``fleet.codec.firehose`` (create, update, delete,
 account, identity, sync, repo) and of ``label_live`` (``{"type": "label", ...}``).
@@ -39,7 +41,7 @@ from prometheus_client import Counter
 from ..db import arrays  # noqa: F401 - the fast list dumper for every connection of the process
 from . import bulk as bulkmod
 from .context import IndexingContext
-from .locks import lock_batch
+from .locks import lock_batch, lock_some
 from .plugin import InvalidRecord
 from .plugins import registry
 from .processor import Effects, Guard, WriteRejected, apply_record_event, load_guards
@@ -84,6 +86,25 @@ class Indexer:
         if not events:
             return []
         await lock_batch(conn, events)  # cross-shard order (locks.py): before the first savepoint
+        return await self._apply_locked(conn, events)
+
+    async def apply_some(
+        self, conn: Any, events: list[dict[str, Any]], must: int = 0
+    ) -> tuple[list[int], list[tuple[int, BaseException]]]:
+        """Apply ``events`` but those whose cross-shard locks another shard's batch holds now
+        (``locks.lock_some``; never one of the first ``must``): returns the indexes of those
+        deferred, which the caller applies first thing in its next batch, and the failed ones."""
+        if not events:
+            return [], []
+        deferred = await lock_some(conn, events, must)
+        if not deferred:
+            return [], await self._apply_locked(conn, events)
+        skip = set(deferred)
+        idx = [i for i in range(len(events)) if i not in skip]
+        failed = await self._apply_locked(conn, [events[i] for i in idx])
+        return deferred, [(idx[i], e) for i, e in failed]
+
+    async def _apply_locked(self, conn: Any, events: list[dict[str, Any]]) -> list[tuple[int, BaseException]]:
         try:
             async with conn.transaction():
                 fx = Effects()

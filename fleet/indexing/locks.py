@@ -59,6 +59,13 @@ commit; under READ COMMITTED every statement after the lock wait sees what the o
   locks, so they can deadlock with a batch holding X on a new key that waits for ours;
   PostgreSQL detects it (``deadlock_timeout``) and the runtime retries the aborted batch (class
   40). That needs a chain to grow under a concurrent writer of two links of it: rare.
+* **A reply's delete or update and its late ancestor.** Deleting or updating P moves its
+  current version, flag included, to history; a late ancestor G's batch re-evaluates P's row
+  and the history versions it can see. Unordered, G's update of P's row can wait on the row
+  lock of P's delete, then find the row gone, while G read P's history before that delete
+  committed: the version keeps the flag of before G, and a reply to P indexed later reads it
+  (found by the killed-indexer conformance run). So a post delete or update also holds S on
+  P's ancestor chain (``starts``): G's X orders the two.
 * **Quotes, reposts and purges.** A post's delete/update purges the quotes of it and its
   reposts' feed items written before the purge (``order.purged_after``): the quote/repost holds
   S on the subject, the purge X. A post gate and the quotes it governs: same key (gated post).
@@ -120,6 +127,8 @@ MAX_ROUNDS = 8
 LOCK_KEYS = Histogram("rsky_indexing_lock_keys", "advisory lock keys taken per batch", buckets=(0, 1, 10, 50, 100, 250, 500, 1000, 2500))
 LOCK_SECONDS = Histogram("rsky_indexing_lock_seconds", "time to read the chain and take the batch's advisory locks")
 LOCK_ROUNDS = Counter("rsky_indexing_lock_rounds_total", "lock rounds after the first (a chain grew while waiting)")
+LOCK_CUTS = Counter("rsky_indexing_lock_cuts_total", "batches that deferred events whose keys another shard's batch held")
+LOCK_DEFERRED = Counter("rsky_indexing_lock_deferred_events_total", "events deferred to the next batch (lock_some)")
 
 
 def key_id(key: str) -> int:
@@ -152,6 +161,9 @@ class Plan:
     """What a batch locks: ``keys`` (key -> exclusive) plus what the chain/gate reads start from."""
 
     keys: dict[str, bool] = field(default_factory=dict)
+    users: dict[str, list[int]] = field(default_factory=dict)  # key -> indexes of the events naming it
+    readers: list[int] = field(default_factory=list)  # events whose keys ``read_keys`` finds
+    at: int = 0  # the event being planned
     starts: set[str] = field(default_factory=set)  # parents and roots of the batch's replies
     roots: dict[str, str] = field(default_factory=dict)  # root uri -> replier did (other accounts' threads)
     gates: dict[str, Any] = field(default_factory=dict)  # thread gate uri -> record in this batch
@@ -160,10 +172,28 @@ class Plan:
     def shared(self, key: str) -> None:
         if key and key not in self.keys:
             self.keys[key] = False
+        if key:
+            self._used(key)
 
     def exclusive(self, key: str) -> None:
         if key:
             self.keys[key] = True
+            self._used(key)
+
+    def _used(self, key: str) -> None:
+        u = self.users.setdefault(key, [])
+        if not u or u[-1] != self.at:
+            u.append(self.at)
+
+    def reads(self) -> None:
+        """The event being planned gives ``read_keys`` something to read."""
+        if not self.readers or self.readers[-1] != self.at:
+            self.readers.append(self.at)
+
+    def needing(self, key: str) -> list[int]:
+        """The events that need ``key`` (a key found by ``read_keys``: every event that made it
+        read something)."""
+        return self.users.get(key) or self.readers
 
     def reads_uri(self, uri: Any) -> None:
         if isinstance(uri, str) and uri.startswith("at://"):
@@ -203,7 +233,7 @@ def _mentions(rec: dict[str, Any]) -> Iterable[Any]:
 def plan(events: list[dict[str, Any]]) -> Plan:
     """The keys a batch's own events name (no database read)."""
     p = Plan()
-    for ev in events:
+    for p.at, ev in enumerate(events):
         t, did = ev.get("type"), ev.get("did")
         if t == "account" and ev.get("active") is False and ev.get("status") == "deleted" and did:
             p.exclusive("acct:" + did)
@@ -215,10 +245,14 @@ def plan(events: list[dict[str, Any]]) -> Plan:
         uri = f"at://{did}/{coll}/{rkey}"
         if coll == POST:
             p.exclusive(uri)
+            if t != "create":  # it moves the current version to history, flag included
+                p.starts.add(uri)
+                p.reads()
         elif coll in (THREADGATE, POSTGATE):
             p.exclusive(gated_post(did, rkey))
             if coll == THREADGATE:
                 p.gates[uri] = rec
+                p.reads()
                 for rule in (rec.get("allow") or []) if isinstance(rec, dict) and isinstance(rec.get("allow"), list) else []:
                     if isinstance(rule, dict) and isinstance(rule.get("list"), str):
                         p.shared("list:" + rule["list"])  # it re-evaluates replies by the list's items
@@ -229,6 +263,7 @@ def plan(events: list[dict[str, Any]]) -> Plan:
                 p.exclusive("list:" + rec["list"])
             elif t == "delete":
                 p.listitem_deletes.append(uri)
+                p.reads()
         if rec is None:
             continue
         if coll == POST:
@@ -240,8 +275,10 @@ def plan(events: list[dict[str, Any]]) -> Plan:
                     if isinstance(u, str) and u.startswith("at://"):
                         p.reads_uri(u)
                         p.starts.add(u)
+                        p.reads()
                 if isinstance(root, str) and root.startswith("at://") and _did(root) != did:
                     p.roots[root] = did  # graph:<owner> when the thread has a gate (read_keys)
+                    p.reads()
             for q in _quoted(rec):
                 p.reads_uri(q)
             for m in _mentions(rec):
@@ -326,16 +363,27 @@ async def acquire(conn: Any, keys: dict[str, bool]) -> None:
     )
 
 
-async def lock_batch(conn: Any, events: list[dict[str, Any]]) -> dict[str, bool]:
-    """Take the batch's cross-shard locks (module doc); returns what is held (key -> exclusive)."""
-    if conn.info.transaction_status != TransactionStatus.INTRANS:
-        return {}
-    t0 = time.monotonic()
-    p = plan(events)
-    want = dict(p.keys)
-    for k, x in (await read_keys(conn, p)).items():
-        want[k] = want.get(k, False) or x
-    held: dict[str, bool] = {}
+async def try_acquire(conn: Any, keys: dict[str, bool]) -> set[str]:
+    """Take what of ``keys`` (key -> exclusive) is free now, in one statement that never waits;
+    returns the keys another transaction holds (in a conflicting mode)."""
+    if not keys:
+        return set()
+    ids: dict[int, bool] = {}
+    names: dict[int, list[str]] = {}
+    for k, x in keys.items():
+        i = key_id(k)
+        ids[i] = ids.get(i, False) or x
+        names.setdefault(i, []).append(k)
+    cur = await conn.execute(
+        "SELECT k FROM unnest(%s::bigint[], %s::bool[]) AS u(k, x) "
+        "WHERE NOT CASE WHEN x THEN pg_try_advisory_xact_lock(k) ELSE pg_try_advisory_xact_lock_shared(k) END",
+        (list(ids), list(ids.values())),
+    )
+    return {k for (i,) in await cur.fetchall() for k in names[i]}
+
+
+async def _rounds(conn: Any, p: Plan, want: dict[str, bool], held: dict[str, bool]) -> dict[str, bool]:
+    """Take what of ``want`` is not ``held`` yet, waiting, until the chains stop growing."""
     for rnd in range(MAX_ROUNDS):
         new = {k: x for k, x in want.items() if k not in held or (x and not held[k])}
         if not new:
@@ -348,7 +396,76 @@ async def lock_batch(conn: Any, events: list[dict[str, Any]]) -> dict[str, bool]
             break
         for k, x in (await read_keys(conn, p)).items():
             want[k] = want.get(k, False) or x
+    return held
+
+
+async def _wanted(conn: Any, p: Plan) -> dict[str, bool]:
+    want = dict(p.keys)
+    for k, x in (await read_keys(conn, p)).items():
+        want[k] = want.get(k, False) or x
+    return want
+
+
+async def _lock_all(conn: Any, events: list[dict[str, Any]]) -> dict[str, bool]:
+    p = plan(events)
+    return await _rounds(conn, p, await _wanted(conn, p), {})
+
+
+async def lock_batch(conn: Any, events: list[dict[str, Any]]) -> dict[str, bool]:
+    """Take the batch's cross-shard locks (module doc); returns what is held (key -> exclusive)."""
+    if conn.info.transaction_status != TransactionStatus.INTRANS:
+        return {}
+    t0 = time.monotonic()
+    held = await _lock_all(conn, events)
     LOCK_KEYS.observe(len(held))
     LOCK_SECONDS.observe(time.monotonic() - t0)
     return held
 
+
+async def lock_some(conn: Any, events: list[dict[str, Any]], must: int = 0) -> list[int]:
+    """Take the locks of the events that need not wait; returns the indexes of the others
+    (deferred: the caller applies them first thing in its next batch).
+
+    Another shard's batch in flight may hold a key this batch needs (a post this batch replies
+    to, quotes or reposts, or a reply to a post this batch creates). Waiting for its commit
+    leaves the shard idle for the rest of that batch. Instead every key is first tried without
+    waiting. When some are held elsewhere, the events that need them are deferred, each with
+    every later event of its account (an account's events keep their order), unless they are
+    among the first ``must`` (deferred once already: they wait now, so nothing is deferred
+    twice). The other accounts' events are applied now: relative to a deferred account they
+    interleave as two shards' events do, which the cross-account rules allow (``order.py``).
+    Nothing is deferred when that would leave nothing to apply: then the batch waits, as
+    ``lock_batch`` does.
+
+    Keys found by ``read_keys`` (ancestor chains, gated threads' graph and list keys) count as
+    needed by every event that made it read anything. Keys taken for deferred events stay held
+    until commit: more than needed, never less.
+    """
+    if conn.info.transaction_status != TransactionStatus.INTRANS:
+        return []
+    t0 = time.monotonic()
+    p = plan(events)
+    want = await _wanted(conn, p)
+    busy = await try_acquire(conn, want)
+    since: dict[str, int] = {}  # account -> its first event that must wait
+    for k in busy:
+        for i in p.needing(k):
+            did = events[i].get("did")
+            if i >= must and isinstance(did, str) and i < since.get(did, len(events)):
+                since[did] = i
+    deferred = [i for i, ev in enumerate(events) if i >= since.get(ev.get("did"), len(events))]  # type: ignore[arg-type]
+    if deferred and len(deferred) < len(events):
+        LOCK_CUTS.inc()
+        LOCK_DEFERRED.inc(len(deferred))
+        skip = set(deferred)
+        held = await _lock_all(conn, [ev for i, ev in enumerate(events) if i not in skip])  # held already, but what ``must`` waits for
+    else:
+        deferred = []
+        held = {k: x for k, x in want.items() if k not in busy}
+        if p.starts or p.roots or p.listitem_deletes:  # a chain may have grown before the locks
+            for k, x in (await read_keys(conn, p)).items():
+                want[k] = want.get(k, False) or x
+        held = await _rounds(conn, p, want, held)
+    LOCK_KEYS.observe(len(held))
+    LOCK_SECONDS.observe(time.monotonic() - t0)
+    return deferred
