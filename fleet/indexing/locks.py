@@ -111,6 +111,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
 
 from prometheus_client import Counter, Histogram
+from psycopg import Rollback
 from psycopg.pq import TransactionStatus
 
 POST = "app.bsky.feed.post"
@@ -438,15 +439,22 @@ async def lock_some(conn: Any, events: list[dict[str, Any]], must: int = 0) -> l
     ``lock_batch`` does.
 
     Keys found by ``read_keys`` (ancestor chains, gated threads' graph and list keys) count as
-    needed by every event that made it read anything. Keys taken for deferred events stay held
-    until commit: more than needed, never less.
+    needed by every event that made it read anything. The keys are tried in a savepoint: when
+    any is busy it is rolled back, which releases those taken, and the events applied take
+    theirs as ``lock_batch`` does (one sorted statement, waiting): a batch never waits while
+    holding keys taken out of order (with four shards that deadlocked, and PostgreSQL took
+    ``deadlock_timeout`` to say so).
     """
     if conn.info.transaction_status != TransactionStatus.INTRANS:
         return []
     t0 = time.monotonic()
     p = plan(events)
     want = await _wanted(conn, p)
-    busy = await try_acquire(conn, want)
+    busy: set[str] = set()
+    async with conn.transaction():  # a savepoint: rolled back, it releases the keys it took
+        busy = await try_acquire(conn, want)
+        if busy:  # the batch will wait for some keys: never while holding others out of order
+            raise Rollback()
     since: dict[str, int] = {}  # account -> its first event that must wait
     for k in busy:
         for i in p.needing(k):
@@ -454,18 +462,20 @@ async def lock_some(conn: Any, events: list[dict[str, Any]], must: int = 0) -> l
             if i >= must and isinstance(did, str) and i < since.get(did, len(events)):
                 since[did] = i
     deferred = [i for i, ev in enumerate(events) if i >= since.get(ev.get("did"), len(events))]  # type: ignore[arg-type]
-    if deferred and len(deferred) < len(events):
-        LOCK_CUTS.inc()
-        LOCK_DEFERRED.inc(len(deferred))
-        skip = set(deferred)
-        held = await _lock_all(conn, [ev for i, ev in enumerate(events) if i not in skip])  # held already, but what ``must`` waits for
-    else:
-        deferred = []
-        held = {k: x for k, x in want.items() if k not in busy}
+    if not busy:
+        held = dict(want)
         if p.starts or p.roots or p.listitem_deletes:  # a chain may have grown before the locks
             for k, x in (await read_keys(conn, p)).items():
                 want[k] = want.get(k, False) or x
         held = await _rounds(conn, p, want, held)
+    elif deferred and len(deferred) < len(events):
+        LOCK_CUTS.inc()
+        LOCK_DEFERRED.inc(len(deferred))
+        skip = set(deferred)
+        held = await _lock_all(conn, [ev for i, ev in enumerate(events) if i not in skip])
+    else:
+        deferred = []
+        held = await _lock_all(conn, events)
     LOCK_KEYS.observe(len(held))
     LOCK_SECONDS.observe(time.monotonic() - t0)
     return deferred
