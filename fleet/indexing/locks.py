@@ -105,6 +105,7 @@ Metrics: ``rsky_indexing_lock_keys`` (histogram, keys per batch), ``rsky_indexin
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 from dataclasses import dataclass, field
@@ -132,6 +133,7 @@ LOCK_CUTS = Counter("rsky_indexing_lock_cuts_total", "batches that deferred even
 LOCK_DEFERRED = Counter("rsky_indexing_lock_deferred_events_total", "events deferred to the next batch (lock_some)")
 
 
+@functools.lru_cache(maxsize=1 << 16)  # accounts and hot posts recur batch after batch
 def key_id(key: str) -> int:
     """The 64-bit advisory lock id of a string key (stable across processes and versions)."""
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big", signed=True)
