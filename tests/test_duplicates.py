@@ -287,3 +287,22 @@ def test_a_record_updated_to_another_subject_keeps_the_notification_of_its_first
                     [[l0, lk], backfill, [fw, dup]] + [[e] for e in updates]):  # fmt: skip
         got = run(database_url, "both", batches, bulk)
         assert got == expected, differences(expected, got)
+
+
+@pytest.mark.parametrize("bulk", [False, True], ids=["per-event", "bulk"])
+def test_a_record_deleted_and_created_again_under_its_rkey_keeps_the_notification_of_the_new_version(database_url, bulk):
+    """Firehose: a like created (cid 2), deleted, created again under the same rkey with another
+    cid (1): the delete removed the first notification, the second create wrote its own. The
+    backfill holds the second version; written before the first create, rule 6 gave the record
+    the first version's notification, which the second create (the anchor) must replace
+    (found by the edge corpus's firehose-and-backfill run, 4 shards)."""
+    a = did_for(907)
+    c1, d1 = event("create", a, LIKE, "3lr", 10), event("delete", a, LIKE, "3lr", 11)
+    c2 = dict(event("create", a, LIKE, "3lr", 12), cid=CID1)
+    backfilled = dict(c2, seq=SEQ_BACKFILL, time=CLOCK)
+    expected = run(database_url, "firehose_only", [[c1], [d1], [c2]], bulk)
+    assert [(r["recordUri"], r["recordCid"]) for r in rows(expected, "notification")] == [(f"at://{a}/{LIKE}/3lr", CID1)]
+    for batches in ([[backfilled], [c1], [d1], [c2]], [[c1], [backfilled], [d1], [c2]], [[c1], [d1], [backfilled], [c2]],
+                    [[c1], [d1], [c2], [backfilled]], [[backfilled, c1, d1, c2]]):  # fmt: skip
+        got = run(database_url, "both", batches, bulk)
+        assert got == expected, differences(expected, got)

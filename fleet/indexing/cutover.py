@@ -40,7 +40,9 @@ bulk actions, so those events (cutover events and replays) go through the per-ev
    version that was first inserted and adds none. So when the firehose's create of an earlier
    version reaches a backfilled record still at seq 0, the record's notifications become those
    that create writes (``_first_version_notifs``); when that version would have been a
-   duplicate, the later version's stay. (Not reproduced: notifications the official writes on
+   duplicate, the later version's stay. When the stored version is then anchored by a
+   *create* (the earlier version was deleted and the record created again under its rkey), its
+   notifications become that create's, as the official delete and create leave them. (Not reproduced: notifications the official writes on
    the update itself, e.g. a verification's ``unverified``, and an intermediate version that
    was the first to get a row.)
 """
@@ -100,8 +102,24 @@ async def anchor(tx: Any, plugin: Plugin, ev: dict[str, Any], fx: Any) -> bool:
             )
         versions = [(uri, s) for s in closed]
     await duplicates.anchored(tx, plugin, uri, ev, fx)  # rule 5: which member is the original
+    if old_seq == 0 and ev["type"] == "create" and ev["collection"] not in order.HISTORY_COLLECTIONS:
+        if await _notified_as_other_version(tx, uri, ev["cid"], fx):
+            await _first_version_notifs(tx, plugin, uri, ev, fx)  # rule 6: created again
     await reevaluate_anchored(tx, ev["collection"], uri, old_seq, seq, fx, versions)
     return True
+
+
+async def _notified_as_other_version(tx: Any, uri: str, cid: str, fx: Any) -> bool:
+    """Do the record's notifications (written, or queued by this batch) name another version?
+    Rule 6 gave them to an earlier version's create; the create of the stored version anchoring
+    it now means that version was deleted and the record created again."""
+    queued = [n for n in fx.notifs.pending if n.recordUri == uri]
+    if queued:
+        return any(n.recordCid != cid for n in queued)
+    if uri in fx.notifs.deleted:
+        return False
+    cur = await tx.execute('SELECT 1 FROM notification WHERE "recordUri" = %s AND "recordCid" IS DISTINCT FROM %s LIMIT 1', (uri, cid))
+    return await cur.fetchone() is not None
 
 
 async def older_version(tx: Any, plugin: Plugin, ev: dict[str, Any], fx: Any) -> bool:
