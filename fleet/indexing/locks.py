@@ -1,6 +1,7 @@
 """Cross-shard locks: a batch's transaction waits for the concurrent batches it must see.
 
     held = await lock_batch(conn, events)   # first statement of the batch's transaction
+    deferred = await lock_some(conn, events, must)  # the runtime's: defers what would wait (below)
 
 Why. Shards index concurrently, each batch in one READ COMMITTED transaction. A batch cannot
 see another shard's uncommitted rows, so without locks a reply's batch looks for its parent
@@ -88,6 +89,8 @@ commit; under READ COMMITTED every statement after the lock wait sees what the o
 
 Deadlocks: round 1 is one statement over sorted keys, taken before the batch writes anything,
 so batches never wait on each other's row locks while holding advisory ones they lack.
+``lock_some`` first tries every key without waiting, in a savepoint it rolls back when any is
+busy, so it never waits while holding keys taken out of order either.
 
 Must run inside the batch's transaction, before its first savepoint: rolling back to a
 savepoint releases the advisory locks taken inside it. With a connection not in a transaction
