@@ -3,7 +3,9 @@
 Everything is opened here, after the fork: one Redis client, one psycopg pool
 (``DB_POOL_SIZE`` connections, ``search_path`` = ``DATABASE_SCHEMA``), one identity resolver,
 one ``fleet.indexing.Indexer``. A test may inject its own indexer object (anything with
-``async apply_batch(conn, events) -> list[(index, exc)]``).
+``async apply_batch(conn, events) -> list[(index, exc)]``; when it also has
+``async apply_some(conn, events, must) -> (deferred indexes, [(index, exc)])`` the consumer uses
+that, and carries the deferred events into its next batch).
 """
 
 from __future__ import annotations
