@@ -41,10 +41,10 @@ bulk actions, so those events (cutover events and replays) go through the per-ev
    version reaches a backfilled record still at seq 0, the record's notifications become those
    that create writes (``_first_version_notifs``); when that version would have been a
    duplicate, the later version's stay. When the stored version is then anchored by a
-   *create* (the earlier version was deleted and the record created again under its rkey), its
-   notifications become that create's, as the official delete and create leave them. (Not reproduced: notifications the official writes on
-   the update itself, e.g. a verification's ``unverified``, and an intermediate version that
-   was the first to get a row.)
+   *create* (the earlier version was deleted and the record created again under its rkey),
+   its notifications become that create's, as the official delete and create leave them.
+   (Not reproduced: notifications the official writes on the update itself, e.g. a
+   verification's ``unverified``, and an intermediate version that was the first to get a row.)
 """
 
 from __future__ import annotations
