@@ -250,6 +250,42 @@ def test_lost_database_connection_retries_the_batch_in_hand_without_counting_del
     assert r.xlen(streams.dead_letter(LIVE)) == 0
 
 
+class PidIndexer(TableIndexer):
+    """Records each batch's backend pid; at its third batch's first attempt the backend is
+    terminated from outside (as a PostgreSQL restart or an operator would)."""
+
+    def __init__(self, database_url: str) -> None:
+        super().__init__()
+        self.database_url = database_url
+        self.pids: list[int] = []
+        self.killed = False
+
+    async def apply_batch(self, conn, events):
+        if len(self.pids) == 2 and not self.killed:
+            self.killed = True
+            with psycopg.connect(self.database_url, autocommit=True) as other:
+                other.execute("SELECT pg_terminate_backend(%s)", (conn.info.backend_pid,))
+            await conn.execute("SELECT 1")  # raises: the connection is gone
+        self.pids.append(conn.info.backend_pid)
+        return await super().apply_batch(conn, events)
+
+
+def test_a_shard_keeps_its_connection_between_batches_and_replaces_a_broken_one(redis_url, database_url):
+    _schema(database_url)
+    r = syncredis.Redis.from_url(redis_url)
+    _add(r, LIVE, range(1, 251))  # five batches of 50
+    ix = PidIndexer(database_url)
+
+    asyncio.run(_run_until(_cfg(redis_url, database_url, DB_POOL_SIZE=3), ix, lambda: r.xlen(LIVE) == 0))
+
+    assert _applied(database_url) == {s: 1 for s in range(1, 251)}
+    assert ix.killed and len(ix.pids) == 5
+    before, after = ix.pids[:2], ix.pids[2:]
+    assert len(set(before)) == 1, f"batches went round the pool: {before}"
+    assert len(set(after)) == 1 and after[0] != before[0], f"the broken connection was not replaced: {ix.pids}"
+    assert r.xlen(streams.dead_letter(LIVE)) == 0
+
+
 class DeferringIndexer(TableIndexer):
     """``apply_some`` as ``Indexer.apply_some`` behaves when another shard holds a key: an event
     with ``"defer": true`` (not among the first ``must``) is deferred with every later event of

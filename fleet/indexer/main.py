@@ -59,6 +59,8 @@ async def run(cfg: Any, ctx: RoleContext, indexer: Any = None) -> None:
                 log=log,
                 self_heal=cfg.INDEXER_SELF_HEAL,
                 summary_interval_s=cfg.SUMMARY_INTERVAL_S,
+                # each shard keeps its backend between batches when the pool has one for each
+                hold_connection=cfg.DB_POOL_SIZE >= len(ctx.shards),
             )
             for k in ctx.shards
         ]
