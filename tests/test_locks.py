@@ -299,3 +299,49 @@ def test_deferred_events_wait_the_second_time_and_nothing_is_deferred_when_all_w
     assert asyncio.run(go()) == [True, True]
     assert q(db, 'SELECT uri, "invalidReplyRoot" FROM post WHERE uri LIKE %s ORDER BY uri', f"at://{B}/%") == [
         (uri(B, "3r"), None), (uri(B, "3t"), None)]  # fmt: skip
+
+
+@pytest.mark.parametrize("take", ["lock_batch", "lock_some"])
+def test_two_batches_whose_chains_grow_into_each_others_keys_do_not_deadlock(db, monkeypatch, take):
+    """Each batch holds its keys, then its chain, read again (it may have grown before the locks
+    were held), names a post the other batch writes. Waiting for that key while holding the
+    first ones deadlocked (PostgreSQL aborts one batch after ``deadlock_timeout``); the keys
+    found later are only tried, and a busy one releases everything (``locks._rounds``)."""
+    p1, p2 = uri(A, "3a"), uri(B, "3b")
+    barrier = asyncio.Barrier(2)
+    calls: dict[int, int] = {}
+    real = locks.read_keys
+
+    async def read_keys(conn, plan):
+        pid = conn.info.backend_pid
+        n = calls[pid] = calls.get(pid, 0) + 1
+        found = await real(conn, plan)
+        if n == 1:  # before the locks (``_wanted``)
+            return found
+        if n == 2:  # both batches hold their first keys now
+            await asyncio.wait_for(barrier.wait(), 10)
+        return {**found, (p2 if plan.keys.get(p1) else p1): False}
+
+    monkeypatch.setattr(locks, "read_keys", read_keys)
+
+    async def go() -> list:
+        c1, c2 = await _conn(db), await _conn(db)
+        async with c1, c2:
+
+            async def batch(c: psycopg.AsyncConnection, events: list[dict]) -> dict:
+                async with c.transaction():
+                    return await getattr(locks, take)(c, events)
+
+            return await asyncio.wait_for(asyncio.gather(
+                batch(c1, [post(A, "3a", 10, parent=uri(C, "3c"))]),
+                batch(c2, [post(B, "3b", 11, parent=uri(D, "3d"))]),
+                return_exceptions=True), 20)  # fmt: skip
+
+    held1, held2 = asyncio.run(go())
+    assert not isinstance(held1, BaseException), held1
+    assert not isinstance(held2, BaseException), held2
+    if take == "lock_batch":  # the keys held
+        assert held1[p1] is True and held1[p2] is False
+        assert held2[p2] is True and held2[p1] is False
+    else:  # nothing deferred: a one-event batch waits rather than defer all
+        assert held1 == [] and held2 == []

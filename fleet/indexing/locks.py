@@ -56,10 +56,9 @@ commit; under READ COMMITTED every statement after the lock wait sees what the o
   (P committed meanwhile: now its parent is known). Hence rounds: read the chain, lock it, read
   it again, lock what is new, until nothing is new. Once R holds S on every uri of the chain
   and on the uri where the chain stops, nothing on it can change until R commits: a write there
-  needs X. A chain read in round 1 costs no wait; later rounds can wait while holding round-1
-  locks, so they can deadlock with a batch holding X on a new key that waits for ours;
-  PostgreSQL detects it (``deadlock_timeout``) and the runtime retries the aborted batch (class
-  40). That needs a chain to grow under a concurrent writer of two links of it: rare.
+  needs X. The keys of later rounds are only tried (``_grow``): when one is busy, every key
+  is released (savepoint) and the next attempt takes them all in one sorted statement
+  (``_rounds``), so no batch waits holding a key it took out of order.
 * **A reply's delete or update and its late ancestor.** Deleting or updating P moves its
   current version, flag included, to history; a late ancestor G's batch re-evaluates P's row
   and the history versions it can see. Unordered, G's update of P's row can wait on the row
@@ -87,10 +86,14 @@ commit; under READ COMMITTED every statement after the lock wait sees what the o
   a list rule holds S on that list, so a gate and a list item written concurrently see each
   other.
 
-Deadlocks: round 1 is one statement over sorted keys, taken before the batch writes anything,
-so batches never wait on each other's row locks while holding advisory ones they lack.
-``lock_some`` first tries every key without waiting, in a savepoint it rolls back when any is
-busy, so it never waits while holding keys taken out of order either.
+Deadlocks: a batch waits for keys only in one statement over sorted keys begun holding none
+(``acquire``), taken before it writes anything, so batches never wait on each other's row
+locks while holding advisory ones they lack, nor on keys held out of order: the keys a
+chain grows by afterwards are tried without waiting, and if one is busy all are released and
+taken again in one sorted statement (``_rounds``); ``lock_some`` tries every key, those of the
+chain's growth too, in a savepoint it rolls back when any is busy. (The last of ``MAX_ROUNDS``
+attempts waits for a grown chain's keys holding the others: PostgreSQL would break a deadlock
+there after ``deadlock_timeout`` and the runtime retries the batch, class 40.)
 
 Must run inside the batch's transaction, before its first savepoint: rolling back to a
 savepoint releases the advisory locks taken inside it. With a connection not in a transaction
@@ -390,21 +393,51 @@ async def try_acquire(conn: Any, keys: dict[str, bool]) -> set[str]:
     return {k for k in keys if key_id(k) in busy} if busy else set()
 
 
-async def _rounds(conn: Any, p: Plan, want: dict[str, bool], held: dict[str, bool]) -> dict[str, bool]:
-    """Take what of ``want`` is not ``held`` yet, waiting, until the chains stop growing."""
-    for rnd in range(MAX_ROUNDS):
-        new = {k: x for k, x in want.items() if k not in held or (x and not held[k])}
-        if not new:
-            break
-        if rnd:
-            LOCK_ROUNDS.inc()
-        await acquire(conn, new)
-        held.update(new)
+async def _grow(conn: Any, p: Plan, want: dict[str, bool], held: dict[str, bool], wait: bool = False) -> set[str]:
+    """Take the keys ``read_keys`` finds that ``held`` lacks (a chain that grew before the locks
+    were held), again until nothing is new. Without ``wait`` they are only tried: returns those
+    another transaction holds (then nothing more is taken). Both dicts get what is found."""
+    for _ in range(MAX_ROUNDS):
         if not (p.starts or p.roots or p.listitem_deletes):
             break
-        for k, x in (await read_keys(conn, p)).items():
+        more = {k: x for k, x in (await read_keys(conn, p)).items() if k not in held or (x and not held[k])}
+        if not more:
+            break
+        LOCK_ROUNDS.inc()
+        for k, x in more.items():
             want[k] = want.get(k, False) or x
-    return held
+        if wait:
+            await acquire(conn, more)
+        else:
+            busy = await try_acquire(conn, more)
+            if busy:
+                return busy
+        for k, x in more.items():
+            held[k] = held.get(k, False) or x
+    return set()
+
+
+async def _rounds(conn: Any, p: Plan, want: dict[str, bool]) -> dict[str, bool]:
+    """Take ``want`` in one sorted statement (waiting), then the keys a chain grew by, without
+    waiting: when one of those is busy the savepoint is rolled back, releasing every key taken,
+    and the next attempt takes them all in one sorted statement. So a batch waits only in a
+    sorted statement begun holding nothing, as every batch does, and batches cannot deadlock
+    (a first version waited for the new keys holding the first ones: two batches whose chains
+    grew into each other's keys deadlocked until ``deadlock_timeout``, seen with 3 shards). The
+    last of ``MAX_ROUNDS`` attempts waits for the new keys as that version did."""
+    for attempt in range(MAX_ROUNDS):
+        last = attempt == MAX_ROUNDS - 1
+        busy: set[str] = set()
+        held: dict[str, bool] = {}
+        async with conn.transaction():  # a savepoint: rolled back, it releases the keys it took
+            await acquire(conn, want)
+            held = dict(want)
+            busy = await _grow(conn, p, want, held, wait=last)
+            if busy:
+                raise Rollback()
+        if not busy:
+            return held
+    return held  # (not reached: the last attempt waits)
 
 
 async def _wanted(conn: Any, p: Plan) -> dict[str, bool]:
@@ -416,7 +449,7 @@ async def _wanted(conn: Any, p: Plan) -> dict[str, bool]:
 
 async def _lock_all(conn: Any, events: list[dict[str, Any]]) -> dict[str, bool]:
     p = plan(events)
-    return await _rounds(conn, p, await _wanted(conn, p), {})
+    return await _rounds(conn, p, await _wanted(conn, p))
 
 
 async def lock_batch(conn: Any, events: list[dict[str, Any]]) -> dict[str, bool]:
@@ -458,8 +491,12 @@ async def lock_some(conn: Any, events: list[dict[str, Any]], must: int = 0) -> l
     p = plan(events)
     want = await _wanted(conn, p)
     busy: set[str] = set()
+    held: dict[str, bool] = {}
     async with conn.transaction():  # a savepoint: rolled back, it releases the keys it took
         busy = await try_acquire(conn, want)
+        if not busy:  # a chain may have grown before the locks: its new keys, tried too
+            held = dict(want)
+            busy = await _grow(conn, p, want, held)
         if busy:  # the batch will wait for some keys: never while holding others out of order
             raise Rollback()
     since: dict[str, int] = {}  # account -> its first event that must wait
@@ -469,18 +506,12 @@ async def lock_some(conn: Any, events: list[dict[str, Any]], must: int = 0) -> l
             if i >= must and isinstance(did, str) and i < since.get(did, len(events)):
                 since[did] = i
     deferred = [i for i, ev in enumerate(events) if i >= since.get(ev.get("did"), len(events))]  # type: ignore[arg-type]
-    if not busy:
-        held = dict(want)
-        if p.starts or p.roots or p.listitem_deletes:  # a chain may have grown before the locks
-            for k, x in (await read_keys(conn, p)).items():
-                want[k] = want.get(k, False) or x
-        held = await _rounds(conn, p, want, held)
-    elif deferred and len(deferred) < len(events):
+    if busy and deferred and len(deferred) < len(events):
         LOCK_CUTS.inc()
         LOCK_DEFERRED.inc(len(deferred))
         skip = set(deferred)
         held = await _lock_all(conn, [ev for i, ev in enumerate(events) if i not in skip])
-    else:
+    elif busy:
         deferred = []
         held = await _lock_all(conn, events)
     LOCK_KEYS.observe(len(held))
