@@ -8,6 +8,7 @@ directory named by ``TEST_MARKER_DIR`` so a test can see what happened in the ch
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import time
 
@@ -25,6 +26,7 @@ def _marker(name: str, text: str = "") -> None:
 async def sleeper(cfg, ctx) -> None:
     """Idle until asked to stop, counting fake events; on stop, 'acknowledge' briefly."""
     _marker(f"started-{ctx.role}-{ctx.instance}", str(os.getpid()))
+    _marker(f"gc-{ctx.role}-{ctx.instance}", " ".join(map(str, gc.get_threshold())))
     while not ctx.stopping.is_set():
         heartbeat.record_events(100)
         heartbeat.record_lag(1.5)

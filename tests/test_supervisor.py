@@ -314,6 +314,15 @@ def test_process_titles_name_the_master_and_each_indexer_shard(fleet):
     assert os.path.exists(os.path.join(f.markers, "started-indexer-shard-3"))
 
 
+def test_children_collect_the_youngest_generation_less_often_than_cpython(fleet):
+    from fleet.runtime import GC_GEN0_THRESHOLD
+
+    f = fleet({"FLEET_EXTRA_ROLES": "s=supervisor_roles:sleeper"})
+    f.wait_ready()
+    with open(os.path.join(f.markers, "gc-s-1")) as m:
+        assert m.read().split() == [str(GC_GEN0_THRESHOLD), "10", "10"]  # tune_gc: older generations as CPython
+
+
 def test_indexer_command_runs_only_the_indexer_shards_of_its_unit(fleet):
     f = fleet({"FLEET_ROLES": "ingester,fetcher,indexer", "SHARD_COUNT": "4", "SHARDS": "0-2",
                "FLEET_EXTRA_ROLES": "indexer=supervisor_roles:sleeper"}, entry="indexer_main")

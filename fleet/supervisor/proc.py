@@ -22,7 +22,7 @@ from typing import Any
 from .. import exitcodes, log
 from ..config import ConfigError
 from ..metrics import child_port, serve_async
-from ..runtime import RoleContext
+from ..runtime import RoleContext, tune_gc
 from . import heartbeat
 from .roles import ChildSpec, RoleMissing, load_target
 
@@ -63,6 +63,7 @@ def run_child(spec: ChildSpec, cfg: Any, hb_fd: int, sigmask: set) -> int:
 
     import uvloop
 
+    tune_gc()
     try:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
         asyncio.run(_serve(fn, spec, cfg, hb_fd, lg))
