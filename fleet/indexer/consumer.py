@@ -220,12 +220,13 @@ class ShardConsumer:
         backend whose caches the other batches had cooled and whose statements it had to
         prepare again. Keeping one backend: 98 - 100 us of PostgreSQL CPU per event instead of
         106 - 134 us, 8,967 - 9,151 events/s instead of 7,117 - 8,746 (``tools/bench_index.py``,
-        2 shards, 100,000 events, pool of two, runs alternated, 2026-12-07; one alternated pair
-        of 200,000 events showed no gain: 8,170 before, 7,609 after, with the run's own COPY
-        ceiling 7 % lower in the second). After ``HOLD_CONNECTION_S`` it goes back and the pool lends one
-        (``max_lifetime`` and the pool's checks apply); after a failure it goes back at once,
-        and the pool discards it if it is broken. ``hold_connection=False`` (a process with
-        more shards than connections, ``fleet.indexer.main``) borrows per batch."""
+        2 shards, 100,000 events, pool of two, runs alternated, 2026-12-07); at 200,000 events
+        the difference was within the machine's noise (README, Benchmarks).
+
+        After ``HOLD_CONNECTION_S`` it goes back and the pool lends one (``max_lifetime`` and
+        the pool's checks apply); after a failure it goes back at once, and the pool discards
+        it if it is broken. ``hold_connection=False`` (a process with more shards than
+        connections, ``fleet.indexer.main``) borrows per batch."""
         conn, self._conn = self._conn, None
         if conn is not None and (time.monotonic() >= self._conn_until or conn.closed or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE):
             await self.pool.putconn(conn)
