@@ -18,7 +18,8 @@ import pytest
 
 from fleet.db.migrate import migrate
 from fleet.indexing import Indexer, IndexingContext
-from fleet.indexing import locks
+from fleet.indexing import locks, order
+from fleet.indexing.processor import Effects
 
 A, B, C, D = (f"did:plc:{c * 24}" for c in "abcd")
 CID = "bafyreie5737gdxlw5i64vzichcalba3z2v5n6icifvx5xytvske7mr3hpm"
@@ -345,3 +346,38 @@ def test_two_batches_whose_chains_grow_into_each_others_keys_do_not_deadlock(db,
         assert held2[p2] is True and held2[p1] is False
     else:  # nothing deferred: a one-event batch waits rather than defer all
         assert held1 == [] and held2 == []
+
+
+def test_an_account_deletion_is_ordered_with_another_batch_re_evaluating_its_post(db):
+    """A batch in another shard re-evaluates D's reply (its parent arrived late) and rewrites
+    its notification; it holds no lock on D. D's deletion, concurrent, must wait for that
+    batch (the reply's row, read FOR SHARE) so that its notification deletes see what the
+    batch wrote: no notification by D may survive its deletion."""
+
+    async def go() -> bool:
+        await _apply(db, [post(A, "3r", 10)], [post(D, "3d", 11, parent=uri(A, "3r"))])
+        ca, cb, watch = await _conn(db), await _conn(db), await _conn(db)
+        async with ca, cb, watch:
+            txa = ca.transaction()
+            await txa.__aenter__()
+            fx = Effects()
+            await order.reevaluate(ca, uri(D, "3d"), fx)
+            await fx.flush(ca)  # the reply's notification to A, written again
+            ix = Indexer(IndexingContext())
+
+            async def deletion() -> None:
+                async with cb.transaction():
+                    assert await ix.apply_batch(cb, [deleted(D, 20)]) == []
+
+            task = asyncio.create_task(deletion())
+            deadline, waited = time.monotonic() + 10, False
+            while time.monotonic() < deadline and not task.done() and not waited:
+                cur = await watch.execute("SELECT count(*) FROM pg_locks WHERE pid = %s AND NOT granted", (cb.info.backend_pid,))
+                waited = (await cur.fetchone())[0] > 0
+                await asyncio.sleep(0.01)  # polling a condition with a deadline
+            await txa.__aexit__(None, None, None)  # COMMIT the re-evaluation
+            await asyncio.wait_for(task, 10)
+            return waited
+
+    assert asyncio.run(go()), "the deletion did not wait for the batch re-evaluating its post"
+    assert q(db, "SELECT count(*) FROM notification WHERE author = %s OR did = %s", D, D) == [(0,)]

@@ -344,14 +344,24 @@ async def reevaluate_version(tx: Any, uri: str, seq_from: Optional[int]) -> bool
 
 
 async def reevaluate(tx: Any, uri: str, fx: Any) -> tuple[bool, Optional[int]]:
-    """Evaluate an indexed post again as of its own seq; returns (invalidReplyRoot changed, seq)."""
+    """Evaluate an indexed post again as of its own seq; returns (invalidReplyRoot changed, seq).
+
+    The post's row and its ancestors' rows are read ``FOR SHARE``: another account's post is
+    re-evaluated here by a batch that holds no lock on that account, so an account deletion
+    in another shard (``unindex``: the account's posts, then the notifications by and to it)
+    is ordered with this batch by those rows. Either it committed first (the post is gone:
+    nothing is written; a deleted ancestor's account is then seen by
+    ``drop_notifs_to_deleted``), or it waits on the rows for this batch's commit and its
+    notification deletes, later statements, see what this batch wrote. Without them a
+    re-evaluation's notifications by or to a deleted account survived the deletion (the
+    4-shard firehose-and-backfill conformance run, about one run in ten)."""
     from ..codec.atjson import loads
     from .plugins import post as postmod
     from .plugins._db import one
 
     row = await one(
         tx, "SELECT p.*, r.json AS record_json, r.seq AS record_seq, r.rev AS record_rev FROM post p "
-        "JOIN record r ON r.uri = p.uri WHERE p.uri = %s",
+        "JOIN record r ON r.uri = p.uri WHERE p.uri = %s FOR SHARE OF p",
         (uri,),
     )
     if row is None:
@@ -383,11 +393,15 @@ async def reevaluate(tx: Any, uri: str, fx: Any) -> tuple[bool, Optional[int]]:
         if row["replyParent"] and bool(old[1]) != bool(violates):
             fx.aggs.append(AggDelta("post_agg", row["replyParent"], "replyCount", -1 if violates else 1))
     row["invalidReplyRoot"], row["violatesThreadGate"], row["violatesEmbeddingRules"] = new
+    ancestors = await ancestors_as_of(tx, uri, row["replyParent"], seq)
+    above = sorted({a["ancestorUri"] for a in ancestors if a["ancestorUri"]})
+    if above:  # the recipients' posts (see above); sorted: one order for every batch
+        await tx.execute("SELECT 1 FROM post WHERE uri = ANY(%s) ORDER BY uri FOR SHARE", (above,))
     idx = {
         "post": row,
         "facets": postmod.facets_of(rec),
         "embeds": embeds,
-        "ancestors": await ancestors_as_of(tx, uri, row["replyParent"], seq),
+        "ancestors": ancestors,
         "descendents": [],
         "threadgate": await postmod.thread_gate_record(tx, row["replyRoot"] or uri, seq),
     }
