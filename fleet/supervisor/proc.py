@@ -100,7 +100,6 @@ async def _serve(fn: Any, spec: ChildSpec, cfg: Any, hb_fd: int, lg: log.Logger)
         ctx.stopping.set()
 
     loop.add_signal_handler(signal.SIGTERM, on_sigterm)
-    beat = asyncio.create_task(heartbeat.produce(hb_fd, cfg.HEARTBEAT_INTERVAL_S, on_master_gone), name="heartbeat")
     runner = None
     port = child_port(cfg.METRICS_PORT, spec.ordinal)
     if port:
@@ -108,6 +107,9 @@ async def _serve(fn: Any, spec: ChildSpec, cfg: Any, hb_fd: int, lg: log.Logger)
             runner = await serve_async(cfg.METRICS_HOST, port)
         except OSError as e:  # a busy port must not crash-loop the fleet: log it, run without
             lg.error("metrics_listen_failed", host=cfg.METRICS_HOST, port=port, error=str(e))
+    # the first heartbeat makes the child RUNNING (and the fleet READY=1): only once its metrics
+    # are served (a beat sent while the server was binding let READY=1 precede them)
+    beat = asyncio.create_task(heartbeat.produce(hb_fd, cfg.HEARTBEAT_INTERVAL_S, on_master_gone), name="heartbeat")
     lg.info("started", pid=os.getpid(), metrics_port=port if runner else None)
     try:
         await fn(cfg, ctx)
