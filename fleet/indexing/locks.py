@@ -106,7 +106,8 @@ must exceed shards x keys per batch (a 500-event batch takes at most ~1,000 keys
 
 Metrics: ``rsky_indexing_lock_keys`` (histogram, keys per batch), ``rsky_indexing_lock_seconds``
 (histogram, time to read the chain and acquire the locks), ``rsky_indexing_lock_rounds_total``
-(counter, acquisition rounds after the first, i.e. a chain that grew while waiting).
+(counter, acquisition rounds after the first, i.e. a chain that grew after its first read),
+``rsky_indexing_lock_cuts_total`` and ``rsky_indexing_lock_deferred_events_total`` (``lock_some``).
 """
 
 from __future__ import annotations
@@ -134,7 +135,7 @@ MAX_ROUNDS = 8
 
 LOCK_KEYS = Histogram("rsky_indexing_lock_keys", "advisory lock keys taken per batch", buckets=(0, 1, 10, 50, 100, 250, 500, 1000, 2500))
 LOCK_SECONDS = Histogram("rsky_indexing_lock_seconds", "time to read the chain and take the batch's advisory locks")
-LOCK_ROUNDS = Counter("rsky_indexing_lock_rounds_total", "lock rounds after the first (a chain grew while waiting)")
+LOCK_ROUNDS = Counter("rsky_indexing_lock_rounds_total", "lock rounds after the first (a chain grew after it was first read)")
 LOCK_CUTS = Counter("rsky_indexing_lock_cuts_total", "batches that deferred events whose keys another shard's batch held")
 LOCK_DEFERRED = Counter("rsky_indexing_lock_deferred_events_total", "events deferred to the next batch (lock_some)")
 
