@@ -83,6 +83,17 @@ def _url(*schemes: str) -> Callable[[str], str]:
     return parse
 
 
+def _choice(*values: str) -> Callable[[str], str]:
+    def parse(v: str) -> str:
+        v = v.strip().lower()
+        if v not in values:
+            raise ValueError("not one of the choices")
+        return v
+
+    parse.form = ", ".join(values)  # type: ignore[attr-defined]
+    return parse
+
+
 def _cursor(v: str) -> str:
     t = v.strip().lower()
     if t in ("live", ""):
@@ -191,6 +202,8 @@ SETTINGS: list[Setting] = [
     Setting("INDEXER_BATCH_WAIT_MS", _int(0), "100", "block time of XREADGROUP when the stream is empty"),
     Setting("INDEXER_MAX_DELIVERIES", _int(1), "5", "deliveries after which an entry goes to the dead-letter stream"),
     Setting("INDEXER_RESOLVE_HANDLES", _bool, "true", "resolve and verify handles on #identity/#account"),
+    Setting("INDEXER_PLAN_CACHE_MODE", _choice("force_generic_plan", "auto", "force_custom_plan"), "force_generic_plan",
+            "plan_cache_mode of the indexers' PostgreSQL sessions: plan each prepared statement once (fleet/indexer/main.py)"),
     Setting("INDEXER_SELF_HEAL", _bool, "true", "rewind a consumer group whose waiting entries it can no longer deliver (see fleet/indexer/groupcheck.py)"),
 ]
 

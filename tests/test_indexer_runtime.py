@@ -286,6 +286,33 @@ def test_a_shard_keeps_its_connection_between_batches_and_replaces_a_broken_one(
     assert r.xlen(streams.dead_letter(LIVE)) == 0
 
 
+class SettingIndexer(TableIndexer):
+    """Records the session's ``plan_cache_mode`` in each batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.modes: list[str] = []
+
+    async def apply_batch(self, conn, events):
+        self.modes.append((await (await conn.execute("SHOW plan_cache_mode")).fetchone())[0])
+        return await super().apply_batch(conn, events)
+
+
+def test_indexer_sessions_plan_prepared_statements_once_unless_configured(redis_url, database_url):
+    _schema(database_url)
+    r = syncredis.Redis.from_url(redis_url)
+    _add(r, LIVE, range(1, 101))
+    ix = SettingIndexer()
+    asyncio.run(_run_until(_cfg(redis_url, database_url, DB_POOL_SIZE=2), ix, lambda: r.xlen(LIVE) == 0))
+    assert ix.modes and set(ix.modes) == {"force_generic_plan"}
+
+    _add(r, LIVE, range(101, 201))
+    ix = SettingIndexer()
+    asyncio.run(_run_until(_cfg(redis_url, database_url, INDEXER_PLAN_CACHE_MODE="auto"), ix, lambda: r.xlen(LIVE) == 0))
+    assert ix.modes and set(ix.modes) == {"auto"}
+    assert _applied(database_url) == {s: 1 for s in range(1, 201)}
+
+
 class DeferringIndexer(TableIndexer):
     """``apply_some`` as ``Indexer.apply_some`` behaves when another shard holds a key: an event
     with ``"defer": true`` (not among the first ``must``) is deferred with every later event of

@@ -16,6 +16,8 @@ name), refreshed by :func:`record_stats`.
 
 from __future__ import annotations
 
+from typing import Mapping
+
 from prometheus_client import Gauge
 from psycopg import AsyncConnection, sql
 from psycopg_pool import AsyncConnectionPool
@@ -27,9 +29,15 @@ POOL_IN_USE = Gauge("rsky_db_pool_in_use", "connections of the pool lent out rig
 
 
 async def open_pool(
-    database_url: str, schema: str, size: int, name: str = "fleet", timeout: float = 30.0
+    database_url: str,
+    schema: str,
+    size: int,
+    name: str = "fleet",
+    timeout: float = 30.0,
+    settings: Mapping[str, str] | None = None,
 ) -> AsyncConnectionPool:
-    """Open a pool of ``size`` connections to ``database_url`` whose search_path is ``schema``.
+    """Open a pool of ``size`` connections to ``database_url`` whose search_path is ``schema``
+    and whose sessions have ``settings`` (PostgreSQL parameters, e.g. ``plan_cache_mode``).
 
     Waits until the connections are up (raises ``psycopg_pool.PoolTimeout`` after ``timeout``
     seconds, e.g. when PostgreSQL is unreachable).
@@ -39,6 +47,8 @@ async def open_pool(
     async def configure(conn: AsyncConnection) -> None:
         await conn.set_autocommit(True)
         await conn.execute(search_path)
+        for key, value in (settings or {}).items():
+            await conn.execute("SELECT set_config(%s, %s, false)", (key, value))
 
     pool = AsyncConnectionPool(
         database_url,
