@@ -11,12 +11,12 @@ that, and carries the deferred events into its next batch).
 (default ``force_generic_plan``). Every statement of the indexing is a prepared one (psycopg
 prepares a query from its fifth run) over ``unnest`` of array parameters, joined to the
 tables through their indexes; with PostgreSQL's default (``auto``) each run is planned again
-for its arrays' sizes (a custom plan), which cost 13.6 - 17 us of planning per event on the
-benchmark, and for a 500-element array picks a hash join over a sequential scan of the table
+for its arrays' sizes (a custom plan), which cost 15.4 - 17.1 us of planning per event on the
+benchmark (wall time), and for a 500-element array picks a hash join over a sequential scan of the table
 while the table is small enough: the batch's rev-guard read (``processor.load_guards``) scanned
 all of ``record`` each batch, 18.5 us per event at 60,000 events (pg_stat_statements and
 auto_explain, 2026-12-07), 4.6 us with the generic plan (index lookups). One plan per statement
-(re-made when autovacuum's statistics change) costs 437,439 PostgreSQL instructions per event
+and connection (made again after a vacuum or ``ANALYZE`` of a table it reads) costs 437,439 PostgreSQL instructions per event
 against 474,566 (-7.8 %, ``tools/bench_instructions.py --side postgres``).
 """
 
