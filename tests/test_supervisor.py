@@ -20,7 +20,6 @@ import urllib.request
 import pytest
 
 from fleet import exitcodes
-from fleet.embedded import free_port
 from fleet.supervisor import notify
 from fleet.supervisor.child import backoff_delay
 
@@ -380,12 +379,37 @@ def test_sighup_with_invalid_config_keeps_running_the_old_one(fleet, tmp_path):
     assert f.child_pid("s1") == pid and alive(pid)
 
 
+def free_port_run(n: int) -> int:
+    """A first port of ``n`` consecutive free ones, below the kernel's ephemeral range.
+
+    ``free_port() + 1`` is an ephemeral port: a client connection of this very test run could
+    hold it (seen in CI: a child's metrics bind failed and its port refused connections).
+    """
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        low = int(f.read().split()[0])
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(max(1024, low - 12000), low - n)
+        socks = []
+        try:
+            for port in range(base, base + n):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise AssertionError(f"no {n} consecutive free ports below {low}")
+
+
 def test_master_and_each_child_serve_metrics_on_their_own_port(fleet):
-    base = free_port()
-    while any(p in (base + 1, base + 2) for p in ()):  # pragma: no cover
-        base = free_port()
+    base = free_port_run(3)
     f = fleet({"FLEET_EXTRA_ROLES": "s1=supervisor_roles:sleeper,s2=supervisor_roles:sleeper", "METRICS_PORT": str(base)})
     f.wait_ready()
+    assert not f.events("metrics_listen_failed"), f.log()
     master = urllib.request.urlopen(f"http://127.0.0.1:{base}/metrics", timeout=5).read().decode()
     assert 'rsky_supervisor_children{state="running"} 2.0' in master
     for port in (base + 1, base + 2):
