@@ -516,3 +516,25 @@ def test_a_created_and_deleted_record_ends_the_chunk_where_sequence_would_differ
     fast, failed = _compare(database_url, [[post(A, "3pa"), post(B, "3pb")], batch], [A, B, C])
     assert failed == [[], []]
     assert {r[0].rsplit("/", 1)[1] for r in fast["like"]} == {"x2", "y2", "o1", "z1"}  # z1 again, newer than its delete
+
+
+def test_a_promoting_like_delete_waits_for_the_chunk_and_ends_it_only_at_its_accounts_next_event(database_url):
+    p_a, p_b = uri(A, POST, "3pa"), uri(B, POST, "3pb")
+    rp = {"$type": REPOST, "subject": {"uri": p_b, "cid": CID2}, "createdAt": "2025-01-01T00:00:00.000Z"}
+    first = [post(A, "3pa"), post(B, "3pb"), like(C, "d1", p_b), like(C, "d2", p_b), like(C, "d3", p_a), like(C, "d4", p_a)]
+    middle = [
+        like(A, "x0", p_b), delete(C, LIKE, "d1"),  # promotes d2: after the chunk, which goes on
+        like(A, "x1", p_a), like(B, "x2", p_b), ev(A, "create", REPOST, "r1", rp),  # other accounts, same subjects
+        delete(A, LIKE, "x0"),  # a pair of another account: still one chunk
+    ]  # fmt: skip
+    cut = [
+        like(B, "y0", p_a), delete(C, LIKE, "d3"),  # promotes d4
+        like(B, "y1", p_b), like(C, "y2", p_b),  # C's next event: ends the chunk (a duplicate of d2 after the promotion)
+        delete(C, LIKE, "d4"), like(A, "y3", p_a),  # the promoted duplicate goes too
+    ]  # fmt: skip
+    before = _chunks()
+    fast, failed = _compare(database_url, [first, middle, cut], [A, B, C])
+    assert failed == [[], [], []]
+    assert _chunks() - before == 1 + 1 + 2  # the middle batch in one chunk
+    assert {r[0].rsplit("/", 1)[1] for r in fast["like"]} == {"d2", "x1", "x2", "y0"}
+    assert {r[0].rsplit("/", 1)[1] for r in fast["duplicate_record"]} == {"d2", "y1", "y2", "y3"}  # d2 keeps its row, as the official
