@@ -29,6 +29,8 @@ def test_defaults_load_and_every_setting_is_documented():
     ({"FLEET_EXTRA_ROLES": "sleeper"}, "FLEET_EXTRA_ROLES", "name=module:function"),
     ({"DATABASE_SCHEMA": "bsky; drop"}, "DATABASE_SCHEMA", "SQL identifier"),
     ({"INDEXER_PLAN_CACHE_MODE": "generic"}, "INDEXER_PLAN_CACHE_MODE", "force_generic_plan, auto, force_custom_plan"),
+    ({"LOG_LEVEL": "loud"}, "LOG_LEVEL", "debug, info, warning, error"),
+    ({"LOG_FORMAT": "xml"}, "LOG_FORMAT", "kv, json"),
 ])
 def test_invalid_value_names_the_variable_and_the_expected_form(env, var, form):
     with pytest.raises(ConfigError) as e:
