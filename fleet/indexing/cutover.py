@@ -55,6 +55,7 @@ import psycopg
 
 from . import duplicates, order
 from ..codec.atjson import dumps
+from ..db.savepoint import savepoint
 from .plugin import InvalidRecord, Plugin, RecordOp
 
 FOLLOW = "app.bsky.graph.follow"
@@ -167,7 +168,7 @@ async def _first_version_notifs(tx: Any, plugin: Plugin, uri: str, ev: dict[str,
     op = RecordOp(uri, did, coll, rkey, ev["cid"], rec, dumps(rec), ev["time"], ev.get("rev"), ev["seq"])
     inserted = None
     try:
-        async with tx.transaction():  # a savepoint, always rolled back
+        async with savepoint(tx, "fleet_cutover"):  # always rolled back
             await plugin.delete(tx, uri)
             inserted = await plugin.insert(tx, op)
             raise psycopg.Rollback()

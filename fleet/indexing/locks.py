@@ -122,6 +122,9 @@ from prometheus_client import Counter, Histogram
 from psycopg import Rollback
 from psycopg.pq import TransactionStatus
 
+from ..db.savepoint import savepoint
+
+
 POST = "app.bsky.feed.post"
 THREADGATE = "app.bsky.feed.threadgate"
 POSTGATE = "app.bsky.feed.postgate"
@@ -430,7 +433,7 @@ async def _rounds(conn: Any, p: Plan, want: dict[str, bool]) -> dict[str, bool]:
         last = attempt == MAX_ROUNDS - 1
         busy: set[str] = set()
         held: dict[str, bool] = {}
-        async with conn.transaction():  # a savepoint: rolled back, it releases the keys it took
+        async with savepoint(conn, "fleet_locks"):  # rolled back, it releases the keys it took
             await acquire(conn, want)
             held = dict(want)
             busy = await _grow(conn, p, want, held, wait=last)
@@ -493,7 +496,7 @@ async def lock_some(conn: Any, events: list[dict[str, Any]], must: int = 0) -> l
     want = await _wanted(conn, p)
     busy: set[str] = set()
     held: dict[str, bool] = {}
-    async with conn.transaction():  # a savepoint: rolled back, it releases the keys it took
+    async with savepoint(conn, "fleet_locks"):  # rolled back, it releases the keys it took
         busy = await try_acquire(conn, want)
         if not busy:  # a chain may have grown before the locks: its new keys, tried too
             held = dict(want)
