@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from ..metrics import BatchHistogram
+
 BATCHES = Counter("rsky_indexer_batches_total", "batches committed", ["shard"])
 EVENTS = Counter("rsky_indexer_events_total", "events applied", ["shard", "type"])
 EVENT_FAILURES = Counter("rsky_indexer_event_failures_total", "events whose apply failed", ["shard"])
@@ -29,7 +31,7 @@ BATCH_SECONDS = Histogram(
     ["shard"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
-COMMIT_LAG = Histogram(
+COMMIT_LAG = BatchHistogram(  # observed a batch at a time (fleet/metrics.py)
     "rsky_indexer_commit_lag_seconds",
     "relay frame time to commit, live events",
     ["shard"],
