@@ -40,8 +40,8 @@ for m in sys.argv[1:]:
 from fleet.supervisor import master
 master._master_metrics()  # the master registers its metrics lazily, after fork-safe setup
 names = sorted(n for n in REGISTRY._names_to_collectors if n.startswith("rsky_"))
-families = sorted({c._name + ("_total" if c._type == "counter" else "")
-                   for c in REGISTRY._collector_to_names if getattr(c, "_name", "").startswith("rsky_")})
+families = sorted({f.name + ("_total" if f.type == "counter" else "")
+                   for c in REGISTRY._collector_to_names for f in getattr(c, "describe", list)() if f.name.startswith("rsky_")})
 print(json.dumps({"names": names, "families": families}))
 """
 
