@@ -97,8 +97,9 @@ there after ``deadlock_timeout`` and the runtime retries the batch, class 40.)
 
 Must run inside the batch's transaction, before its first savepoint: rolling back to a
 savepoint releases the advisory locks taken inside it (``fleet/db/savepoint.py``, whose rollback
-keeps the connection's prepared statements: psycopg's own deallocates them all). With a connection not in a transaction
-(a test calling ``apply_batch`` in autocommit) there is nothing to hold: it does nothing.
+keeps the connection's prepared statements: psycopg's own deallocates them all). With a
+connection not in a transaction (a test calling ``apply_batch`` in autocommit) there is nothing
+to hold: it does nothing.
 
 Costs (measured in tests/test_locks.py and the conformance runs; see the report): one lock
 statement per batch; batches with replies also read the chain and the thread gates twice (two
