@@ -37,7 +37,12 @@ README, Configuration). Over TCP on 127.0.0.1 the indexer spent about a sixth of
 5. CPU time per event between the 10 % and 90 % marks, of the indexer processes and of the
    PostgreSQL backends serving them (``/proc``): what a shard costs, less sensitive than the
    rate to other work sharing the machine.
-6. The share of the shards' time between the marks spent taking the batches' cross-shard
+6. The machine's CPU between the marks (``/proc/stat``): the share of it busy, and its busy
+   CPU time per event, whatever process spent it (indexers, backends, Redis, autovacuum, the
+   WAL writer, this script's polling). On a machine this benchmark keeps busy, the rate is
+   the busy cores over that figure; the busy cores over 0.4 of the ceiling is the CPU per
+   event the target ratio allows, reported beside it.
+7. The share of the shards' time between the marks spent taking the batches' cross-shard
    advisory locks (``rsky_indexing_lock_seconds``, read from each indexer's metrics on
    127.0.0.1): almost all of it is waiting for another shard's batch that writes a post this
    batch replies to, quotes or reposts, or that replies to a post this batch creates.
@@ -142,6 +147,19 @@ def _lock_seconds(ports: list[int]) -> float:
     return total
 
 
+def _machine_cpu() -> tuple[float, float]:
+    """(busy, all) CPU seconds of the whole machine since boot, summed over its cores
+    (``/proc/stat``: busy is everything but idle and iowait); (0, 0) when it cannot be read."""
+    try:
+        with open("/proc/stat") as f:
+            ticks = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0.0, 0.0
+    hz = os.sysconf("SC_CLK_TCK")
+    total = sum(ticks[:8])  # user nice system idle iowait irq softirq steal (guest time is inside user)
+    return (total - ticks[3] - ticks[4]) / hz, total / hz
+
+
 def _cpu(pids: list[int]) -> dict[int, float]:
     return {p: _cpu_seconds(p) for p in pids}
 
@@ -186,6 +204,7 @@ def measure(redis_url: str, database_url: str, n_events: int, shards: int, batch
     pg10: dict[int, float] = {}
     cpu_py = cpu_pg = 0.0
     lock10 = lock90 = 0.0
+    mach10 = mach90 = (0.0, 0.0)
     deadline = time.monotonic() + 600
     try:
         while True:
@@ -202,11 +221,13 @@ def measure(redis_url: str, database_url: str, n_events: int, shards: int, batch
                     _analyze_after(watch, 1.0)  # steady state: see the module doc, Statistics
                 cpu10, pg10 = _cpu([p.pid for p in procs]), _cpu(_backend_pids(watch))
                 lock10 = _lock_seconds(ports)
+                mach10 = _machine_cpu()
             if t90 is None and done >= 0.9 * total:
                 t90, d90 = now, done
                 cpu_py = sum(_cpu_seconds(p) - c for p, c in cpu10.items())
                 cpu_pg = sum(_cpu_seconds(p) - c for p, c in pg10.items())
                 lock90 = _lock_seconds(ports)
+                mach90 = _machine_cpu()
             if left == 0:
                 break
             if now > deadline:
@@ -250,6 +271,8 @@ def measure(redis_url: str, database_url: str, n_events: int, shards: int, batch
         "dead_letters": dead,
         "indexer_cpu_us_per_event": cpu_py / (d90 - d10) * 1e6 if t90 is not None and d90 > d10 else 0.0,
         "postgres_cpu_us_per_event": cpu_pg / (d90 - d10) * 1e6 if t90 is not None and d90 > d10 else 0.0,
+        "machine_busy_share": (mach90[0] - mach10[0]) / (mach90[1] - mach10[1]) if mach90[1] > mach10[1] else 0.0,
+        "machine_cpu_us_per_event": (mach90[0] - mach10[0]) / (d90 - d10) * 1e6 if t90 is not None and d90 > d10 else 0.0,
         # share of the shards' time (between the marks) spent taking the cross-shard locks
         "lock_wait_share": (lock90 - lock10) / (shards * (t90 - t10)) if t10 is not None and t90 is not None and t90 > t10 else 0.0,
     }
@@ -334,6 +357,13 @@ def run(quick: bool = False, events: int | None = None, shards: int = 2, batch: 
         {"name": "indexer peak RSS per shard (target < 300)", "value": rss, "unit": "MB", "ceiling": None, "ratio": None},
         {"name": f"indexer CPU per event (batch {batch})", "value": m["indexer_cpu_us_per_event"], "unit": "us", "ceiling": None, "ratio": None},
         {"name": "postgres backend CPU per event", "value": m["postgres_cpu_us_per_event"], "unit": "us", "ceiling": None, "ratio": None},
+        {"name": "machine CPU busy between the marks (all cores)", "value": m["machine_busy_share"] * 100, "unit": "%",
+         "ceiling": None, "ratio": None},
+        {"name": "machine CPU per event (every process: indexers, backends, Redis, autovacuum...)", "value": m["machine_cpu_us_per_event"],
+         "unit": "us", "ceiling": None, "ratio": None},
+        {"name": "machine CPU per event that 0.4 of the ceiling allows (at this run's busy share)",
+         "value": m["machine_busy_share"] * (os.cpu_count() or 1) * 1e6 / (0.4 * ceiling) if ceiling else 0.0,
+         "unit": "us", "ceiling": None, "ratio": None},
         {"name": "share of shard time taking cross-shard locks (waits for other shards' batches)", "value": m["lock_wait_share"] * 100,
          "unit": "%", "ceiling": None, "ratio": None},
         {"name": "same, fresh subjects", "value": fresh["lock_wait_share"] * 100, "unit": "%", "ceiling": None, "ratio": None},
